@@ -1,0 +1,1 @@
+"""Everything that talks AMQP or HTTP to the broker."""

@@ -1,0 +1,82 @@
+"""Opening connections: several URLs tried in turn, bounded in time, passwords masked."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Sequence
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractConnection
+
+from rabbitflow.errors import BrokerUnavailable, ConfigError
+from rabbitflow.settings import mask_url, split_urls
+
+
+def with_heartbeat(url: str, heartbeat: int) -> str:
+    """Add ``heartbeat=N`` to an AMQP URL that does not set one."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    if "heartbeat" not in query:
+        query["heartbeat"] = [str(heartbeat)]
+    return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+
+
+def vhost_of(url: str) -> str:
+    """The vhost an AMQP URL names (``/`` when the path is empty)."""
+    from urllib.parse import unquote
+
+    path = urlsplit(url).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+async def connect(
+    urls: str | Sequence[str],
+    *,
+    timeout: float = 5.0,
+    heartbeat: int = 15,
+    name: str = "rabbitflow",
+) -> AbstractConnection:
+    """Connect to the first broker that answers.
+
+    Args:
+        urls: one URL, a comma-separated list, or a sequence; tried in order.
+        timeout: seconds allowed for each URL.
+        heartbeat: AMQP heartbeat in seconds, unless the URL sets one.
+        name: the connection name shown in the management UI.
+
+    Raises:
+        BrokerUnavailable: when none answers; the message masks passwords.
+        ConfigError: for a URL that is not AMQP.
+    """
+    candidates = split_urls(urls) if isinstance(urls, str) else list(urls)
+    reasons: list[str] = []
+    for url in candidates:
+        scheme = urlsplit(url).scheme
+        if scheme not in ("amqp", "amqps"):
+            raise ConfigError(f"not an AMQP URL: {mask_url(url)} (expected amqp:// or amqps://)")
+        try:
+            return await asyncio.wait_for(
+                aio_pika.connect(with_heartbeat(url, heartbeat),
+                                 client_properties={"connection_name": name}),
+                timeout,
+            )
+        except TimeoutError:
+            reasons.append(f"{mask_url(url)}: no answer within {timeout:g}s")
+        except aiormq.exceptions.ProbableAuthenticationError:
+            reasons.append(f"{mask_url(url)}: authentication refused (check user and password)")
+        except (ConnectionError, OSError, aiormq.exceptions.AMQPError, ssl.SSLError) as exc:
+            reasons.append(f"{mask_url(url)}: {_reason(exc)}")
+    raise BrokerUnavailable("cannot connect to RabbitMQ: " + "; ".join(reasons))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, aiormq.exceptions.ConnectionClosed) and exc.args:
+        text = " ".join(str(a) for a in exc.args)
+    if "vhost" in text.lower() or "NOT_ALLOWED" in text or "Connection.Close" in text:
+        text = "the broker closed the connection"
+        return f"{text} (does the vhost exist, and may this user use it?)"
+    return text.replace("\n", " ")

@@ -1,0 +1,1 @@
+"""The ``rabbitflow`` command line: parse options, call the library, print one line on error."""

@@ -1,0 +1,5 @@
+"""Commands: ops."""
+
+from __future__ import annotations
+
+from rabbitflow.cli.main import main  # noqa: F401

@@ -1,0 +1,104 @@
+"""Every exception rabbitflow raises, under one base class.
+
+`Reject` is not here: it is control flow a handler raises on purpose, not a failure
+of rabbitflow (see `rabbitflow.worker.outcome`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class RabbitflowError(Exception):
+    """Base class of every error rabbitflow raises; the CLI prints it as one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One validation problem, located in a topology file."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class TopologyError(RabbitflowError):
+    """Raised when topology files are unreadable or invalid; carries every problem found."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ConfigError(RabbitflowError):
+    """Raised for a bad setting or option (an invalid URL, an unknown handler queue)."""
+
+
+class BrokerUnavailable(RabbitflowError):
+    """Raised when no broker answers at the configured URL(s) within the connect timeout."""
+
+
+class DeclareConflict(RabbitflowError):
+    """Raised when an object on the broker differs from its declaration in the files."""
+
+    def __init__(self, vhost: str, kind: str, name: str, argument: str,
+                 existing: object, declared: object) -> None:
+        self.vhost, self.kind, self.name = vhost, kind, name
+        self.argument, self.existing, self.declared = argument, existing, declared
+        super().__init__(
+            f"vhost {vhost!r}: {kind} {name!r} exists with {argument}={existing!r}, "
+            f"the files declare {argument}={declared!r}; delete it or align the files"
+        )
+
+
+class ManagementError(RabbitflowError):
+    """Raised when the RabbitMQ management HTTP API is unreachable or refuses a request."""
+
+
+class PublishError(RabbitflowError):
+    """Base class of the ways a publish can fail to be confirmed."""
+
+
+class PublishNacked(PublishError):
+    """Raised when the broker nacks a publish (for instance a full `reject-publish` queue)."""
+
+
+class Unroutable(PublishError):
+    """Raised when a mandatory message matched no queue and the broker returned it."""
+
+    def __init__(self, exchange: str, routing_key: str, reply_text: str = "NO_ROUTE") -> None:
+        self.exchange, self.routing_key = exchange, routing_key
+        super().__init__(
+            f"unroutable: no queue is bound to exchange {exchange!r} "
+            f"for routing key {routing_key!r} ({reply_text})"
+        )
+
+
+class PublishTimeout(PublishError):
+    """Raised when the broker neither confirms nor nacks within `publish_timeout`.
+
+    The message may or may not have been accepted: the outcome is unknown.
+    """
+
+
+class MessageTooLarge(PublishError):
+    """Raised before sending a body larger than `max_message_size`."""
+
+
+class ExchangeNotFound(PublishError):
+    """Raised when publishing to an exchange the broker does not have."""
+
+
+class RequestTimeout(RabbitflowError):
+    """Raised when no reply to `App.request` arrives within its timeout."""
+
+
+class HandlerError(RabbitflowError):
+    """Raised for a handler that cannot be registered (unknown queue, bad signature)."""

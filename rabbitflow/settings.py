@@ -1,0 +1,62 @@
+"""Settings from the environment (prefix ``RABBITFLOW_``) and ``.env``; the only reader of
+environment variables besides ``${VAR}`` expansion in topology files."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rabbitflow.units import parse_size
+
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
+DEFAULT_PREFETCH = 32
+
+
+class Settings(BaseSettings):
+    """rabbitflow's settings (DESIGN.md §4). Command-line options override them."""
+
+    model_config = SettingsConfigDict(env_prefix="RABBITFLOW_", env_file=".env",
+                                      extra="ignore", frozen=True)
+
+    url: str = DEFAULT_URL
+    """One AMQP URL, or several comma-separated (the nodes of a cluster), tried in turn."""
+    management_url: str = "http://localhost:15672"
+    prefetch: int | None = Field(default=None, ge=1, le=65535)
+    shutdown_timeout: float = Field(default=30.0, ge=0)
+    log_format: Literal["console", "json"] | None = None
+    log_level: str = "INFO"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    publish_timeout: float = Field(default=10.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    heartbeat: int = Field(default=15, ge=0)
+    max_message_size: Annotated[int, BeforeValidator(parse_size)] = 16 * 1024 * 1024
+    queue_poll_interval: float = Field(default=5.0, gt=0)
+
+    @property
+    def urls(self) -> list[str]:
+        """The broker URLs to try, in order."""
+        return split_urls(self.url)
+
+    @property
+    def effective_log_format(self) -> Literal["console", "json"]:
+        """``console`` on a terminal, else ``json``, unless set."""
+        if self.log_format:
+            return self.log_format
+        return "console" if sys.stderr.isatty() else "json"
+
+
+def split_urls(url: str) -> list[str]:
+    """Split a comma-separated list of AMQP URLs."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
+_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@", re.I)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, safe to print or log."""
+    return _PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)

@@ -1,0 +1,220 @@
+"""Read YAML safely into plain values, remembering where every key and value stands.
+
+PyYAML's composer builds a node graph without constructing anything; we walk it ourselves
+so that only the plain YAML types exist (no tag can construct a Python object), aliases
+cannot expand without bound, and every value keeps its line and column for error messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from rabbitflow.errors import Problem
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""Topology files larger than this are refused before parsing."""
+MAX_NODES = 200_000
+"""Nodes visited while reading one file, aliases counted each time they expand."""
+MAX_DEPTH = 64
+
+Path = tuple[str | int, ...]
+"""Keys from the document root: ``("queues", "orders", "bind", 0, "exchange")``."""
+
+_ALLOWED_TAGS = {
+    "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:timestamp",
+    "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:merge",
+}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def format_path(path: Path) -> str:
+    """Write a path as users read it: ``queues.orders.bind[0].exchange``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass
+class Source:
+    """One YAML file read into plain data, with the position of each key and value."""
+
+    file: str
+    data: Any = None
+    key_marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    value_marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def problem(self, path: Path, message: str, *, at_key: bool = False) -> Problem:
+        """Build a problem located at ``path`` (its key, or its value), or the nearest parent."""
+        marks = self.key_marks if at_key else self.value_marks
+        probe = path
+        while probe and probe not in marks and probe not in self.key_marks:
+            probe = probe[:-1]
+        line, col = marks.get(probe) or self.key_marks.get(probe) or (1, 1)
+        return Problem(self.file, line, col, format_path(path), message)
+
+
+class _Reader:
+    def __init__(self, source: Source, environ: Mapping[str, str]) -> None:
+        self.source = source
+        self.environ = environ
+        self.nodes = 0
+        self.loader = yaml.SafeLoader("")
+
+    def fail(self, node: yaml.Node, path: Path, message: str) -> None:
+        mark = node.start_mark
+        self.source.problems.append(
+            Problem(self.source.file, mark.line + 1, mark.column + 1, format_path(path), message)
+        )
+
+    def read(self, node: yaml.Node, path: Path, depth: int = 0) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooLarge(node)
+        if depth > MAX_DEPTH:
+            raise _TooDeep(node)
+        self.source.value_marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if node.tag not in _ALLOWED_TAGS:
+            self.fail(node, path, f"tag {node.tag} is not allowed in topology files")
+            return None
+        if isinstance(node, yaml.MappingNode):
+            return self.read_mapping(node, path, depth)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.read(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        return self.read_scalar(node, path)
+
+    def read_scalar(self, node: yaml.Node, path: Path) -> Any:
+        assert isinstance(node, yaml.ScalarNode)
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            return node.value  # keep dates as written; no field of ours is a date
+        if "${" in node.value:
+            expanded = self.expand(node, path)
+            if node.style is None:  # a plain scalar is typed after expansion: ${N} → int
+                tag = self.loader.resolve(yaml.ScalarNode, expanded, (True, False))
+                if tag in _ALLOWED_TAGS and tag != "tag:yaml.org,2002:timestamp":
+                    return self.loader.construct_object(yaml.ScalarNode(tag, expanded))
+            return expanded
+        return self.loader.construct_object(node)
+
+    def expand(self, node: yaml.Node, path: Path) -> str:
+        def substitute(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            value = self.environ.get(name)
+            if value is None or (value == "" and default is not None):
+                if default is None:
+                    self.fail(node, path, f"environment variable {name} is not set "
+                              f"(set it, or write ${{{name}:-default}})")
+                    return ""
+                return default
+            return value
+
+        return _VAR.sub(substitute, str(node.value))
+
+    def read_mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        merged: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                merged.update(self.read_merge(value_node, path, depth))
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.fail(key_node, path, "keys must be plain strings")
+                continue
+            key = self.read_scalar(key_node, path)
+            if key is None or isinstance(key, bool | float):
+                self.fail(key_node, path, f"key {key_node.value!r} must be a string")
+                continue
+            key = str(key)
+            child = (*path, key)
+            if key in result:
+                self.fail(key_node, child, f"duplicate key {key!r} (first at line "
+                          f"{self.source.key_marks[child][0]})")
+                continue
+            self.source.key_marks[child] = (key_node.start_mark.line + 1,
+                                            key_node.start_mark.column + 1)
+            result[key] = self.read(value_node, child, depth + 1)
+        return {**merged, **result}
+
+    def read_merge(self, node: yaml.Node, path: Path, depth: int) -> dict[Any, Any]:
+        values = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        merged: dict[Any, Any] = {}
+        for item in reversed(values):
+            value = self.read(item, path, depth + 1)
+            if not isinstance(value, dict):
+                self.fail(item, path, "a merge key (<<) takes a mapping or a list of mappings")
+                continue
+            merged.update(value)
+        return merged
+
+
+class _TooLarge(Exception):
+    def __init__(self, node: yaml.Node) -> None:
+        self.node = node
+
+
+class _TooDeep(_TooLarge):
+    pass
+
+
+def read_source(file: str, text: str | None = None,
+                environ: Mapping[str, str] | None = None) -> Source:
+    """Read one YAML file (or ``text`` standing for it) into a `Source`.
+
+    Problems (unreadable file, syntax error, forbidden tag, size, unset variable) are
+    collected on the result rather than raised; ``data`` is None when nothing could be read.
+    """
+    source = Source(file)
+    if text is None:
+        try:
+            size = os.path.getsize(file)
+            if size > MAX_FILE_BYTES:
+                source.problems.append(Problem(file, 1, 1, "", f"file is {size} bytes; topology "
+                                               f"files are limited to {MAX_FILE_BYTES} bytes"))
+                return source
+            with open(file, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            source.problems.append(Problem(file, 1, 1, "", f"cannot read file: {reason}"))
+            return source
+    if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
+        source.problems.append(Problem(file, 1, 1, "", f"topology files are limited to "
+                                       f"{MAX_FILE_BYTES} bytes"))
+        return source
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        source.problems.append(Problem(file, line, col, "", f"YAML syntax error: {message}"))
+        return source
+    except yaml.YAMLError as exc:
+        source.problems.append(Problem(file, 1, 1, "", f"YAML error: {exc}"))
+        return source
+    if node is None:
+        source.problems.append(Problem(file, 1, 1, "", "file is empty: a topology starts with "
+                                       "'version: 1'"))
+        return source
+    reader = _Reader(source, os.environ if environ is None else environ)
+    try:
+        source.data = reader.read(node, ())
+    except _TooLarge as exc:
+        mark = exc.node.start_mark
+        what = ("nested too deeply" if isinstance(exc, _TooDeep)
+                else f"more than {MAX_NODES} values (an alias bomb?)")
+        source.problems.append(Problem(file, mark.line + 1, mark.column + 1, "",
+                                       f"document refused: {what}"))
+        source.data = None
+    return source
