@@ -1,10 +1,14 @@
 """rabbitflow: RabbitMQ topology in YAML, plain handler functions, one CLI."""
 
+from rabbitflow.app import App
 from rabbitflow.errors import (
+    BodyDecodeError,
     BrokerUnavailable,
     ConfigError,
     DeclareConflict,
+    ExchangeNotFound,
     HandlerError,
+    HandlerTimeout,
     ManagementError,
     MessageTooLarge,
     PublishError,
@@ -15,9 +19,17 @@ from rabbitflow.errors import (
     TopologyError,
     Unroutable,
 )
+from rabbitflow.producer import Producer
 from rabbitflow.topology import Topology, load_topology
+from rabbitflow.worker.message import Message
+from rabbitflow.worker.outcome import Reject
 
 __all__ = [
+    # handlers and running them
+    "App",
+    "Message",
+    "Producer",
+    "Reject",
     # topology
     "Topology",
     "load_topology",
@@ -26,6 +38,9 @@ __all__ = [
     "ConfigError",
     "DeclareConflict",
     "HandlerError",
+    "HandlerTimeout",
+    "BodyDecodeError",
+    "ExchangeNotFound",
     "ManagementError",
     "MessageTooLarge",
     "PublishError",

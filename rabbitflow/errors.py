@@ -102,3 +102,13 @@ class RequestTimeout(RabbitflowError):
 
 class HandlerError(RabbitflowError):
     """Raised for a handler that cannot be registered (unknown queue, bad signature)."""
+
+
+class BodyDecodeError(RabbitflowError):
+    """Raised when a delivery's body cannot be decoded or validated for its handler;
+    the message is dead-lettered at once with this error, never retried."""
+
+
+class HandlerTimeout(RabbitflowError):
+    """Raised into the outcome of a handler that overran its ``timeout``; counts as a
+    failure and is retried per the queue's policy."""

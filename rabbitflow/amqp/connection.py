@@ -80,3 +80,60 @@ def _reason(exc: BaseException) -> str:
         text = "the broker closed the connection"
         return f"{text} (does the vhost exist, and may this user use it?)"
     return text.replace("\n", " ")
+
+
+def is_blocked(connection: AbstractConnection) -> bool:
+    """Whether the broker blocked this connection (memory or disk alarm).
+
+    aiormq tracks ``connection.blocked`` in a private event and holds every write while it
+    is clear; there is no public accessor, so we read it by its mangled name.
+    """
+    transport = getattr(connection, "transport", None)
+    underlay = getattr(transport, "connection", None)
+    event = getattr(underlay, "_Connection__connection_unblocked", None)
+    return isinstance(event, asyncio.Event) and not event.is_set()
+
+
+class Link:
+    """One connection, opened on first use and reopened on the next use after it closed.
+
+    Used by publishers: a lost connection costs the publishes in flight (their outcome is
+    unknown and they raise), never the ones after it.
+    """
+
+    def __init__(self, urls: str | Sequence[str], *, name: str, timeout: float = 5.0,
+                 heartbeat: int = 15) -> None:
+        self.urls = urls
+        self.name = name
+        self.timeout = timeout
+        self.heartbeat = heartbeat
+        self._connection: AbstractConnection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def current(self) -> AbstractConnection | None:
+        """The open connection, if any."""
+        c = self._connection
+        return c if c is not None and not c.is_closed else None
+
+    async def get(self) -> AbstractConnection:
+        """The open connection, connecting first when there is none.
+
+        Raises:
+            BrokerUnavailable: when no URL answers.
+        """
+        current = self.current
+        if current is not None:
+            return current
+        async with self._lock:
+            if self.current is None:
+                self._connection = await connect(self.urls, timeout=self.timeout,
+                                                 heartbeat=self.heartbeat, name=self.name)
+            assert self._connection is not None
+            return self._connection
+
+    async def close(self) -> None:
+        """Close the connection if open."""
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed:
+            await connection.close()

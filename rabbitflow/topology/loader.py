@@ -189,10 +189,9 @@ def _clean_loc(loc: tuple[Any, ...], raw: Any, kind: str) -> tuple[str | int, ..
     node = raw
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_dict or in_list:
             out.append(part)
             node = node[part]
         elif last and kind in ("missing", "extra_forbidden"):

@@ -84,7 +84,8 @@ class _Reader:
             raise _TooLarge(node)
         if depth > MAX_DEPTH:
             raise _TooDeep(node)
-        self.source.value_marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        mark = node.start_mark
+        self.source.value_marks.setdefault(path, (mark.line + 1, mark.column + 1))
         if node.tag not in _ALLOWED_TAGS:
             self.fail(node, path, f"tag {node.tag} is not allowed in topology files")
             return None
@@ -101,7 +102,8 @@ class _Reader:
         if "${" in node.value:
             expanded = self.expand(node, path)
             if node.style is None:  # a plain scalar is typed after expansion: ${N} → int
-                tag = self.loader.resolve(yaml.ScalarNode, expanded, (True, False))
+                tag = self.loader.resolve(  # type: ignore[no-untyped-call]  # PyYAML is untyped
+                    yaml.ScalarNode, expanded, (True, False))
                 if tag in _ALLOWED_TAGS and tag != "tag:yaml.org,2002:timestamp":
                     return self.loader.construct_object(yaml.ScalarNode(tag, expanded))
             return expanded

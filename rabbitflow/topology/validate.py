@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from rabbitflow.errors import Problem
 from rabbitflow.topology.schema import (
@@ -108,7 +108,7 @@ def _exchange_type(name: str, exchanges: dict[str, Located[Exchange]]) -> Exchan
     return BUILTIN_EXCHANGES.get(name)
 
 
-def _check_name(name: str, obj: Located[object], kind: str) -> Iterator[Problem]:
+def _check_name(name: str, obj: Located[Any], kind: str) -> Iterator[Problem]:
     if not name:
         yield obj.problem(f"{kind} name must not be empty")
     elif name.startswith("amq."):

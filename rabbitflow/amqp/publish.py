@@ -1,0 +1,293 @@
+"""Publishing that never lies: confirms and mandatory on, every outcome raised, no wait
+without a bound (DESIGN.md §2 ``publish``).
+
+An unroutable message is still *confirmed* by the broker; only ``mandatory`` plus the
+``basic.return`` that precedes the confirm tells the producer. A blocked connection (memory
+or disk alarm) holds every write; ``publish_timeout`` turns that into an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiormq
+import structlog
+from aio_pika.abc import AbstractChannel
+from pamqp import commands as spec
+from pamqp.commands import Basic
+
+from rabbitflow.amqp.connection import Link, is_blocked
+from rabbitflow.errors import (
+    BrokerUnavailable,
+    ExchangeNotFound,
+    MessageTooLarge,
+    PublishError,
+    PublishNacked,
+    PublishTimeout,
+    Unroutable,
+)
+from rabbitflow.worker.codec import encode
+
+log = structlog.get_logger("rabbitflow.publish")
+
+PublishObserver = Callable[[str, str, float], None]
+"""Called after each publish with (exchange, outcome, seconds until the broker answered);
+outcome is ``confirmed``, ``nacked``, ``returned`` or ``failed``."""
+
+
+def properties(
+    *,
+    content_type: str | None = None,
+    headers: Mapping[str, Any] | None = None,
+    message_id: str | None = None,
+    correlation_id: str | None = None,
+    reply_to: str | None = None,
+    persistent: bool = True,
+    expiration: str | int | None = None,
+    priority: int | None = None,
+    timestamp: datetime | None = None,
+    type: str | None = None,
+    app_id: str | None = "rabbitflow",
+) -> Basic.Properties:
+    """AMQP properties for a new message; a ``message_id`` is made when none is given, so
+    consumers can deduplicate by default."""
+    return Basic.Properties(
+        content_type=content_type,
+        headers=dict(headers) if headers else None,
+        delivery_mode=2 if persistent else 1,
+        message_id=message_id or uuid.uuid4().hex,
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        expiration=str(expiration) if expiration is not None else None,
+        priority=priority,
+        timestamp=timestamp or datetime.now(UTC).replace(microsecond=0),
+        message_type=type,
+        app_id=app_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message for `Publisher.publish_many`."""
+
+    exchange: str
+    routing_key: str
+    body: object
+    headers: Mapping[str, Any] | None = None
+    message_id: str | None = None
+    correlation_id: str | None = None
+
+
+@dataclass
+class BulkResult:
+    """What happened to each message of a bulk publish, by index."""
+
+    confirmed: list[int] = field(default_factory=list)
+    returned: list[int] = field(default_factory=list)
+    nacked: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    """Messages whose outcome is unknown or that could not be sent, with the reason."""
+
+    @property
+    def ok(self) -> bool:
+        return not (self.returned or self.nacked or self.failed)
+
+
+class Publisher:
+    """Publishes over its own connection with publisher confirms.
+
+    The connection is separate from the consumers' so that a broker alarm, which blocks
+    publishing connections, never stops a worker from acking.
+    """
+
+    def __init__(self, link: Link, *, timeout: float = 10.0,
+                 max_message_size: int = 16 * 1024 * 1024,
+                 observer: PublishObserver | None = None) -> None:
+        self.link = link
+        self.timeout = timeout
+        self.max_message_size = max_message_size
+        self.observer = observer
+        self._channel: AbstractChannel | None = None
+        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._lock = asyncio.Lock()
+
+    async def _underlay(self) -> aiormq.abc.AbstractChannel:
+        raw = self._raw
+        if raw is not None and not raw.is_closed:
+            return raw
+        async with self._lock:
+            if self._raw is None or self._raw.is_closed:
+                connection = await self.link.get()
+                self._channel = await connection.channel(publisher_confirms=True,
+                                                         on_return_raises=True)
+                self._raw = await self._channel.get_underlay_channel()
+            return self._raw
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: object,
+        *,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        persistent: bool = True,
+        mandatory: bool = True,
+        expiration: str | int | None = None,
+        priority: int | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Publish one message and return once the broker confirmed it.
+
+        Returns:
+            The message's ``message_id`` (made when none is given).
+
+        Raises:
+            MessageTooLarge: before sending a body over ``max_message_size``.
+            Unroutable: a mandatory message matched no queue.
+            PublishNacked: the broker refused it (e.g. a full reject-publish queue).
+            ExchangeNotFound: the exchange does not exist; the next publish still works.
+            PublishTimeout: no answer within the timeout (e.g. the broker blocked us).
+            PublishError: the connection was lost before the broker answered.
+            BrokerUnavailable: no broker could be reached.
+        """
+        data, content_type = encode(body)
+        props = properties(content_type=content_type, headers=headers, message_id=message_id,
+                           correlation_id=correlation_id, reply_to=reply_to,
+                           persistent=persistent, expiration=expiration, priority=priority)
+        await self.send(exchange, routing_key, data, props, mandatory=mandatory,
+                        timeout=timeout)
+        assert props.message_id is not None
+        return props.message_id
+
+    async def send(self, exchange: str, routing_key: str, body: bytes,
+                   props: Basic.Properties, *, mandatory: bool = True,
+                   timeout: float | None = None) -> None:
+        """Publish raw bytes with given properties; the core of every publish.
+
+        Raises:
+            The same errors as `publish`.
+        """
+        if len(body) > self.max_message_size:
+            raise MessageTooLarge(
+                f"message of {len(body)} bytes for exchange {exchange!r} exceeds the "
+                f"{self.max_message_size}-byte limit (RABBITFLOW_MAX_MESSAGE_SIZE)")
+        limit = self.timeout if timeout is None else timeout
+        started = time.perf_counter()
+        outcome = "failed"
+        try:
+            async with asyncio.timeout(limit):
+                raw = await self._underlay()
+                result = await raw.basic_publish(body, exchange=exchange,
+                                                 routing_key=routing_key,
+                                                 properties=props, mandatory=mandatory)
+            if isinstance(result, spec.Basic.Nack):
+                raise aiormq.exceptions.DeliveryError(None, result)
+            outcome = "confirmed"
+        except TimeoutError:
+            raise self._timeout_error(exchange, routing_key, limit) from None
+        except aiormq.exceptions.PublishError as exc:
+            outcome = "returned"
+            reply = getattr(exc.frame, "reply_text", "NO_ROUTE") if exc.frame else "NO_ROUTE"
+            raise Unroutable(exchange, routing_key, str(reply)) from None
+        except aiormq.exceptions.DeliveryError:
+            outcome = "nacked"
+            raise PublishNacked(f"the broker nacked the message to exchange {exchange!r} "
+                                f"with routing key {routing_key!r} (a full queue with "
+                                "overflow reject-publish, or a broker error)") from None
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            raise ExchangeNotFound(f"exchange {exchange!r} does not exist on the broker "
+                                   f"({_reply_text(exc)}); declare the topology first") from None
+        except aiormq.exceptions.ChannelAccessRefused as exc:
+            raise PublishError(f"publishing to {exchange!r} refused: {_reply_text(exc)}") from None
+        except BrokerUnavailable:
+            raise
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise PublishError(
+                f"connection lost before the broker confirmed the message to exchange "
+                f"{exchange!r}; it may or may not have been delivered ({_reply_text(exc)})"
+            ) from None
+        finally:
+            if self.observer is not None:
+                self.observer(exchange, outcome, time.perf_counter() - started)
+
+    def _timeout_error(self, exchange: str, routing_key: str, limit: float) -> PublishTimeout:
+        connection = self.link.current
+        if connection is not None and is_blocked(connection):
+            log.warning("publish blocked by the broker (memory or disk alarm)",
+                        exchange=exchange, timeout_s=limit)
+            return PublishTimeout(
+                f"publishing to {exchange!r} timed out after {limit:g}s: the broker blocked "
+                "the connection (memory or disk alarm); back off and retry")
+        return PublishTimeout(f"no confirm for the message to exchange {exchange!r} with "
+                              f"routing key {routing_key!r} within {limit:g}s")
+
+    async def publish_many(self, messages: Iterable[Outgoing] | AsyncIterable[Outgoing], *,
+                           window: int = 1000) -> BulkResult:
+        """Publish many messages with pipelined confirms, at most ``window`` unconfirmed.
+
+        Never raises for a single message: each outcome is reported in the result.
+        """
+        result = BulkResult()
+        slots = asyncio.Semaphore(window)
+        pending: set[asyncio.Task[None]] = set()
+
+        async def one(index: int, item: Outgoing) -> None:
+            try:
+                await self.publish(item.exchange, item.routing_key, item.body,
+                                   headers=item.headers, message_id=item.message_id,
+                                   correlation_id=item.correlation_id)
+                result.confirmed.append(index)
+            except Unroutable:
+                result.returned.append(index)
+            except PublishNacked:
+                result.nacked.append(index)
+            except PublishError as exc:
+                result.failed[index] = str(exc)
+            finally:
+                slots.release()
+
+        index = 0
+        async for item in _aiter(messages):
+            await slots.acquire()
+            task = asyncio.create_task(one(index, item))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            index += 1
+        if pending:
+            await asyncio.gather(*pending)
+        return result
+
+    async def close(self) -> None:
+        """Close the channel (the link is closed by its owner)."""
+        channel, self._channel, self._raw = self._channel, None, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError, RuntimeError):
+                await channel.close()
+
+
+async def _aiter(items: Iterable[Outgoing] | AsyncIterable[Outgoing]) -> AsyncIterable[Outgoing]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+def _reply_text(exc: BaseException) -> str:
+    args = getattr(exc, "args", ())
+    for arg in args:
+        text = getattr(arg, "reply_text", None)
+        if text:
+            return str(text)
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,156 @@
+"""Request-reply and scatter-gather over RabbitMQ's direct reply-to.
+
+Direct reply-to needs no reply queue: the requester consumes the pseudo-queue
+``amq.rabbitmq.reply-to`` (no-ack) on a channel and publishes requests *on that same
+channel* with ``reply_to`` set to it; the broker routes replies straight back. Replies are
+matched to requests by ``correlation_id``, so many requests share one channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import aiormq
+from aio_pika.abc import AbstractChannel
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+from pydantic import TypeAdapter, ValidationError
+
+from rabbitflow.amqp.connection import Link
+from rabbitflow.amqp.publish import properties
+from rabbitflow.errors import (
+    BodyDecodeError,
+    ExchangeNotFound,
+    PublishError,
+    PublishNacked,
+    RequestTimeout,
+    Unroutable,
+)
+from rabbitflow.worker.codec import encode
+
+REPLY_TO = "amq.rabbitmq.reply-to"
+T = TypeVar("T")
+
+
+def decode_reply(message: DeliveredMessage, model: Any = None) -> Any:
+    """A reply's value: JSON decoded (and validated into ``model``), text as ``str``,
+    anything else as ``bytes``."""
+    content_type = (message.header.properties.content_type or "").split(";")[0].strip()
+    body = message.body
+    if content_type == "application/json" or content_type.endswith("+json"):
+        try:
+            if model is not None:
+                return TypeAdapter(model).validate_json(body)
+            return json.loads(body)
+        except (ValueError, ValidationError) as exc:
+            raise BodyDecodeError(f"reply does not validate: {exc}") from None
+    if content_type.startswith("text/"):
+        return body.decode("utf-8", "replace")
+    return body
+
+
+class RequestClient:
+    """Sends requests and collects replies on one channel of a `Link`."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self._channel: AbstractChannel | None = None
+        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._lock = asyncio.Lock()
+        self._waiting: dict[str, asyncio.Queue[DeliveredMessage]] = {}
+
+    async def _underlay(self) -> aiormq.abc.AbstractChannel:
+        if self._raw is not None and not self._raw.is_closed:
+            return self._raw
+        async with self._lock:
+            if self._raw is None or self._raw.is_closed:
+                connection = await self.link.get()
+                self._channel = await connection.channel(publisher_confirms=True,
+                                                         on_return_raises=True)
+                raw = await self._channel.get_underlay_channel()
+                await raw.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
+                self._raw = raw
+            return self._raw
+
+    async def _on_reply(self, message: DeliveredMessage) -> None:
+        waiting = self._waiting.get(message.header.properties.correlation_id or "")
+        if waiting is not None:
+            waiting.put_nowait(message)
+
+    async def _send(self, exchange: str, routing_key: str, body: object, correlation_id: str,
+                    headers: Mapping[str, Any] | None, timeout: float) -> None:
+        data, content_type = encode(body)
+        props = properties(content_type=content_type, headers=headers,
+                           correlation_id=correlation_id, reply_to=REPLY_TO, persistent=False,
+                           expiration=max(int(timeout * 1000), 1))
+        raw = await self._underlay()
+        try:
+            result = await raw.basic_publish(data, exchange=exchange, routing_key=routing_key,
+                                             properties=props, mandatory=True)
+        except aiormq.exceptions.PublishError:
+            raise Unroutable(exchange, routing_key) from None
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            raise ExchangeNotFound(f"exchange {exchange!r} does not exist on the broker") from None
+        except aiormq.exceptions.DeliveryError:
+            raise PublishNacked(f"the broker nacked the request to {exchange!r}") from None
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise PublishError(f"request to {exchange!r} not sent: {exc}") from None
+        if isinstance(result, Basic.Nack):
+            raise PublishNacked(f"the broker nacked the request to {exchange!r}")
+
+    async def request(self, exchange: str, routing_key: str, body: object, *,
+                      timeout: float = 5.0, model: Any = None,
+                      headers: Mapping[str, Any] | None = None) -> Any:
+        """Send a request and return its reply.
+
+        The request carries an ``expiration`` equal to the timeout, so a request nobody
+        answered in time is not processed late.
+
+        Raises:
+            RequestTimeout: no reply within ``timeout`` seconds.
+            Unroutable: no queue is bound for the request.
+        """
+        replies = await self._collect(exchange, routing_key, body, expected=1, timeout=timeout,
+                                      headers=headers)
+        if not replies:
+            raise RequestTimeout(f"no reply from {exchange!r}/{routing_key!r} within "
+                                 f"{timeout:g}s")
+        return decode_reply(replies[0], model)
+
+    async def gather(self, exchange: str, routing_key: str, body: object, *,
+                     timeout: float = 5.0, expected: int | None = None, model: Any = None,
+                     headers: Mapping[str, Any] | None = None) -> list[Any]:
+        """Scatter one request to every bound responder (fanout/topic) and gather replies
+        until ``expected`` arrived or ``timeout`` passed; returns what arrived, in order."""
+        replies = await self._collect(exchange, routing_key, body, expected=expected,
+                                      timeout=timeout, headers=headers)
+        return [decode_reply(r, model) for r in replies]
+
+    async def _collect(self, exchange: str, routing_key: str, body: object, *,
+                       expected: int | None, timeout: float,
+                       headers: Mapping[str, Any] | None) -> list[DeliveredMessage]:
+        correlation_id = uuid.uuid4().hex
+        inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+        self._waiting[correlation_id] = inbox
+        replies: list[DeliveredMessage] = []
+        try:
+            async with asyncio.timeout(timeout):
+                await self._send(exchange, routing_key, body, correlation_id, headers, timeout)
+                while expected is None or len(replies) < expected:
+                    replies.append(await inbox.get())
+        except TimeoutError:
+            pass
+        finally:
+            del self._waiting[correlation_id]
+        return replies
+
+    async def close(self) -> None:
+        channel, self._channel, self._raw = self._channel, None, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError, RuntimeError):
+                await channel.close()

@@ -1,0 +1,218 @@
+"""`App`: the façade that wires topology, handlers, producer and worker together."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import structlog
+
+from rabbitflow.errors import ConfigError, HandlerError
+from rabbitflow.producer import Producer
+from rabbitflow.settings import DEFAULT_PREFETCH, Settings
+from rabbitflow.topology.expand import expand
+from rabbitflow.topology.loader import load_topology
+from rabbitflow.topology.schema import Topology
+from rabbitflow.topology.validate import did_you_mean
+from rabbitflow.worker.handler import HandlerSpec, inspect_handler
+from rabbitflow.worker.runtime import Worker
+
+F = TypeVar("F", bound=Callable[..., Any])
+TopologySource = str | Path | Sequence[str | Path] | Topology
+
+log = structlog.get_logger("rabbitflow")
+
+
+class App:
+    """Handlers for the queues of a topology, and the means to run and publish.
+
+    Args:
+        topology: a topology file, several (merged), or a `Topology`; may be given later
+            (``rabbitflow run --topology``).
+        url: AMQP URL(s), comma-separated; default ``RABBITFLOW_URL``.
+        declare: declare the topology when starting.
+        settings: settings to use instead of reading the environment.
+    """
+
+    def __init__(self, topology: TopologySource | None = None, *, url: str | None = None,
+                 declare: bool = True, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        if url is not None:
+            self.settings = self.settings.model_copy(update={"url": url})
+        self.declare = declare
+        self.topology: Topology | None = None
+        if topology is not None:
+            self.use_topology(topology)
+        self.handlers: dict[str, HandlerSpec] = {}
+        self.producer = Producer(settings=self.settings, name="rabbitflow-publisher")
+        self.worker: Worker | None = None
+
+    def use_topology(self, topology: TopologySource) -> None:
+        """Load (and replace) the topology; checks registered handlers against it."""
+        self.topology = load_topology(topology)
+        for queue in getattr(self, "handlers", {}):
+            self._check_queue(queue)
+
+    def _check_queue(self, queue: str) -> None:
+        if self.topology is not None and queue not in self.topology.queues:
+            raise HandlerError(f"no queue {queue!r} in the topology"
+                               + did_you_mean(queue, self.topology.queues))
+
+    def handler(self, queue: str, *, prefetch: int | None = None,
+                timeout: float | str | None = None, **options: Any) -> Callable[[F], F]:
+        """Register the decorated function as the handler of ``queue``.
+
+        Args:
+            queue: a queue the topology declares.
+            prefetch: deliveries in the worker at once (default: ``--prefetch``,
+                ``RABBITFLOW_PREFETCH``, else 32).
+            timeout: seconds (or a duration such as ``"30s"``) after which a run counts
+                as failed.
+
+        Raises:
+            HandlerError: the queue is not in the topology, has a handler already, or the
+                function's signature cannot be served.
+        """
+
+        def register(func: F) -> F:
+            if queue in self.handlers:
+                raise HandlerError(f"queue {queue!r} has a handler already: "
+                                   f"{self.handlers[queue].name}")
+            self._check_queue(queue)
+            self.handlers[queue] = inspect_handler(func, queue, prefetch=prefetch,
+                                                   timeout=timeout, **options)
+            return func
+
+        return register
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self, queues: Collection[str] | None = None, *,
+                    prefetch: int | None = None, exit_on_cancel: bool = False) -> None:
+        """Connect, declare the topology (unless ``declare=False``) and start consuming.
+
+        Args:
+            queues: limit the handlers run to these queues.
+            prefetch: default prefetch for handlers that set none.
+        """
+        if self.worker is not None:
+            raise ConfigError("app already started")
+        if self.topology is None:
+            raise ConfigError("no topology: pass App(topology=...) or --topology FILE")
+        for queue in self.handlers:
+            self._check_queue(queue)
+        specs = list(self.handlers.values())
+        if queues is not None:
+            unknown = [q for q in queues if q not in self.handlers]
+            if unknown:
+                raise ConfigError(f"no handler for queue(s) {', '.join(unknown)}"
+                                  + did_you_mean(unknown[0], self.handlers))
+            specs = [s for s in specs if s.queue in queues]
+        default_prefetch = prefetch or self.settings.prefetch or DEFAULT_PREFETCH
+        worker = Worker(self.topology, expand(self.topology) if self.declare else None,
+                        specs, self.settings, self.producer.publisher,
+                        prefetch=default_prefetch, exit_on_cancel=exit_on_cancel)
+        await worker.start()
+        self.worker = worker
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop consuming gracefully (see `Worker.stop`), then close the producer."""
+        worker, self.worker = self.worker, None
+        try:
+            if worker is not None:
+                await worker.stop(timeout)
+        finally:
+            await self.producer.close()
+
+    @property
+    def healthy(self) -> bool:
+        """True while connected and every consumer is active."""
+        return self.worker is not None and self.worker.healthy
+
+    async def __aenter__(self) -> App:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    def run(self, queues: Collection[str] | None = None, *, prefetch: int | None = None,
+            exit_on_cancel: bool = False) -> None:
+        """Run the handlers until SIGINT or SIGTERM, then stop gracefully and return."""
+        asyncio.run(self.serve(queues, prefetch=prefetch, exit_on_cancel=exit_on_cancel))
+
+    async def serve(self, queues: Collection[str] | None = None, *,
+                    prefetch: int | None = None, exit_on_cancel: bool = False,
+                    ready: Callable[[], None] | None = None) -> None:
+        """Start, wait for SIGINT/SIGTERM (or a fatal worker error), stop.
+
+        Raises:
+            RabbitflowError: when the worker gave up (e.g. a cancelled consumer with
+                ``exit_on_cancel``), after stopping.
+        """
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start(queues, prefetch=prefetch, exit_on_cancel=exit_on_cancel)
+            assert self.worker is not None
+            worker = self.worker
+            if ready is not None:
+                ready()
+            waiters = [asyncio.ensure_future(stop.wait()),
+                       asyncio.ensure_future(worker.stopped.wait())]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+            log.info("signal received, stopping" if stop.is_set() else "worker gave up")
+        finally:
+            failed = self.worker.failed if self.worker is not None else None
+            await self.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        if failed is not None:
+            raise failed
+
+    # -- publishing ------------------------------------------------------------------
+
+    async def publish(self, exchange: str, routing_key: str, body: object, *,
+                      headers: Mapping[str, Any] | None = None, message_id: str | None = None,
+                      correlation_id: str | None = None, persistent: bool = True,
+                      mandatory: bool = True, expiration: str | int | None = None,
+                      priority: int | None = None, timeout: float | None = None) -> str:
+        """Publish and return once the broker confirmed it; returns the ``message_id``.
+
+        Raises:
+            PublishNacked, Unroutable, ExchangeNotFound, PublishTimeout, MessageTooLarge.
+        """
+        return await self.producer.publish(
+            exchange, routing_key, body, headers=headers, message_id=message_id,
+            correlation_id=correlation_id, persistent=persistent, mandatory=mandatory,
+            expiration=expiration, priority=priority, timeout=timeout)
+
+    async def request(self, exchange: str, routing_key: str, body: object, *,
+                      timeout: float = 5.0, model: Any = None,
+                      headers: Mapping[str, Any] | None = None) -> Any:
+        """Send a request and await its reply over direct reply-to.
+
+        Raises:
+            RequestTimeout: no reply within ``timeout`` seconds.
+        """
+        return await self.producer.request(exchange, routing_key, body, timeout=timeout,
+                                           model=model, headers=headers)
+
+    async def gather(self, exchange: str, routing_key: str, body: object, *,
+                     timeout: float = 5.0, expected: int | None = None,
+                     model: Any = None) -> list[Any]:
+        """Scatter a request to every responder; gather replies until ``expected`` or
+        ``timeout``; returns what arrived."""
+        return await self.producer.gather(exchange, routing_key, body, timeout=timeout,
+                                          expected=expected, model=model)
+
+

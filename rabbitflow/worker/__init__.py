@@ -1,0 +1,1 @@
+"""Handlers, deliveries and the process that runs them."""

@@ -1,0 +1,303 @@
+"""One queue's consumer: its own channel and prefetch, the handler run per delivery, and
+the delivery settled by the outcome (DESIGN.md §2).
+
+The order of settling is the at-least-once guarantee: a retry or dead-letter copy is
+confirmed by the broker *before* the original is acked, so a crash in between can
+duplicate a message but never lose it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, cast
+
+import aiormq
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+
+from rabbitflow.amqp.publish import Publisher
+from rabbitflow.errors import HandlerTimeout, PublishError, Unroutable
+from rabbitflow.topology.schema import RetryPolicy, retry_queue_name
+from rabbitflow.worker.codec import encode
+from rabbitflow.worker.handler import HandlerSpec
+from rabbitflow.worker.message import Message
+from rabbitflow.worker.outcome import ACK, Action, Decision, decide, describe, failure_headers
+
+log = structlog.get_logger("rabbitflow.worker")
+
+_CHANNEL_GONE = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError,
+                 ConnectionError)
+COPY_FAILURE_PAUSE = 1.0
+"""Seconds a delivery waits before it is requeued because its retry or dead-letter copy
+could not be confirmed: it keeps its prefetch slot, so a broken broker slows the worker
+down instead of spinning the message."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a physical queue's failures go."""
+
+    queue: str
+    """The queue consumed (a work queue, or one partition of it)."""
+    logical: str
+    """The queue the handler was registered for (what `Message.queue` says)."""
+    retry: RetryPolicy | None
+    dead_letter: tuple[str, str] | None
+    """(exchange, routing key) for dead letters, or None to nack without requeue."""
+
+
+OutcomeObserver = Callable[[str, str, float], None]
+"""Called with (queue, outcome, handler seconds) after each delivery is settled."""
+
+
+class QueueConsumer:
+    """Consumes one queue with one handler on a channel of its own."""
+
+    def __init__(self, spec: HandlerSpec, route: Route, *, prefetch: int,
+                 publisher: Publisher, executor: Executor,
+                 on_cancelled: Callable[[QueueConsumer], None],
+                 observer: OutcomeObserver | None = None) -> None:
+        self.spec = spec
+        self.route = route
+        self.prefetch = prefetch
+        self.publisher = publisher
+        self.executor = executor
+        self.on_cancelled = on_cancelled
+        self.observer = observer
+        self.active = False
+        self.in_flight = 0
+        self._channel: AbstractChannel | None = None
+        self._raw: aiormq.abc.AbstractChannel | None = None
+        self._tag: str | None = None
+        self._stopping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._log = log.bind(queue=route.queue, handler=spec.name)
+
+    async def start(self, connection: AbstractConnection) -> None:
+        """Open a channel, set its prefetch and start consuming."""
+        self._stopping = False
+        self._channel = await connection.channel(publisher_confirms=False)
+        raw = await self._channel.get_underlay_channel()
+        await raw.basic_qos(prefetch_count=self.prefetch)
+        raw.on_consumer_cancel_callbacks.add(self._broker_cancelled)
+        ok = await raw.basic_consume(self.route.queue, self._on_delivery, no_ack=False)
+        self._raw, self._tag = raw, ok.consumer_tag
+        self.active = True
+        self._log.info("consumer started", prefetch=self.prefetch)
+
+    def _broker_cancelled(self, frame: Basic.Cancel) -> None:
+        if frame.consumer_tag != self._tag or self._stopping:
+            return
+        self.active = False
+        self._log.error("consumer cancelled by the broker (was the queue deleted?)")
+        self.on_cancelled(self)
+
+    async def stop(self, timeout: float) -> None:
+        """Stop consuming, let in-flight handlers finish, give the rest back.
+
+        Consumers are cancelled first, so no new delivery starts; handlers running after
+        ``timeout`` seconds are cancelled and their messages requeued, never dead-lettered.
+        """
+        self._stopping = True
+        self.active = False
+        raw = self._raw
+        if raw is not None and not raw.is_closed and self._tag is not None:
+            try:
+                await asyncio.wait_for(raw.basic_cancel(self._tag), timeout=5)
+            except (*_CHANNEL_GONE, TimeoutError):
+                pass
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self._log.warning("shutdown timeout: requeueing unfinished deliveries",
+                                  count=len(pending), timeout_s=timeout)
+                await asyncio.wait(pending, timeout=5)
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel without waiting for handlers (the connection is gone)."""
+        self.active = False
+        channel, self._channel, self._raw = self._channel, None, None
+        if channel is not None and not channel.is_closed:
+            try:
+                await asyncio.wait_for(channel.close(), timeout=5)
+            except (*_CHANNEL_GONE, TimeoutError):
+                pass
+
+    async def _on_delivery(self, raw: DeliveredMessage) -> None:
+        # aiormq runs each delivery in a task of its own; the channel's prefetch bounds
+        # how many exist at once.
+        tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
+        channel = raw.channel
+        if self._stopping:
+            await self._nack(channel, tag, requeue=True)
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self.in_flight += 1
+        try:
+            await self._process(raw, channel, tag)
+        finally:
+            self.in_flight -= 1
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _process(self, raw: DeliveredMessage, channel: Any, tag: int) -> None:
+        props = raw.header.properties
+        delivery = cast(Basic.Deliver, raw.delivery)
+        message = Message(
+            body=raw.body, headers=props.headers or {}, exchange=delivery.exchange,
+            routing_key=delivery.routing_key or "", queue=self.route.logical,
+            message_id=props.message_id, correlation_id=props.correlation_id,
+            reply_to=props.reply_to, content_type=props.content_type,
+            timestamp=props.timestamp, redelivered=bool(delivery.redelivered),
+            delivery_tag=tag, priority=props.priority,
+        )
+        spec = self.spec
+        started = time.perf_counter()
+        try:
+            body = spec.decoder(raw.body, props.content_type) if spec.decoder else None
+            result = await self._invoke(body, message)
+        except asyncio.CancelledError:
+            # Shutdown timeout or a lost channel: the message goes back untouched.
+            if not channel.is_closed:
+                await asyncio.shield(self._nack(channel, tag, requeue=True))
+            self._observe("requeue", started)
+            raise
+        except Exception as exc:
+            decision = decide(exc, attempt=message.attempt, retry=self.route.retry,
+                              dead_letters=self.route.dead_letter is not None)
+            await self._fail(raw, message, decision, exc, channel, tag, started)
+            return
+        if message.reply_to:
+            await self._reply(message, result)
+        await self._ack(channel, tag)
+        self._observe(ACK.action.value, started)
+
+    async def _invoke(self, body: Any, message: Message) -> Any:
+        spec = self.spec
+        if spec.is_async:
+            if spec.timeout is None:
+                return await spec.call(body, message)
+            try:
+                async with asyncio.timeout(spec.timeout):
+                    return await spec.call(body, message)
+            except TimeoutError:
+                raise HandlerTimeout(f"handler exceeded its {spec.timeout:g}s timeout") from None
+        future = asyncio.get_running_loop().run_in_executor(self.executor, spec.call, body,
+                                                            message)
+        if spec.timeout is None:
+            return await future
+        try:
+            # A thread cannot be cancelled: on timeout the message is retried and the
+            # thread is left to finish on its own (documented).
+            return await asyncio.wait_for(future, spec.timeout)
+        except TimeoutError:
+            raise HandlerTimeout(f"handler exceeded its {spec.timeout:g}s timeout "
+                                 "(sync handler left running)") from None
+
+    async def _fail(self, raw: DeliveredMessage, message: Message, decision: Decision,
+                    error: BaseException, channel: Any, tag: int, started: float) -> None:
+        outcome = decision.action.value
+        fields = {"message_id": message.message_id, "correlation_id": message.correlation_id,
+                  "attempt": message.attempt, "error": describe(error)}
+        if decision.action is Action.NACK:
+            self._log.error("handler failed; queue has no dead letters, nacking", **fields,
+                            outcome="nack")
+            await self._nack(channel, tag, requeue=False)
+            self._observe(outcome, started)
+            return
+        try:
+            await self._publish_copy(raw, message, decision, error)
+        except PublishError as exc:
+            if decision.action is Action.RETRY and isinstance(exc, Unroutable):
+                # The delay queue is gone: a dead letter is better than a lost message.
+                decision = Decision(Action.DEAD_LETTER)
+                outcome = decision.action.value
+                try:
+                    await self._publish_copy(raw, message, decision, error)
+                except PublishError as again:
+                    await self._copy_failed(channel, tag, again, fields)
+                    return
+            else:
+                await self._copy_failed(channel, tag, exc, fields)
+                return
+        if decision.action is Action.RETRY:
+            self._log.info("handler failed; retrying", **fields, outcome="retry",
+                           delay_ms=decision.delay_ms)
+        else:
+            self._log.warning("handler failed; dead-lettered", **fields, outcome="dead_letter")
+        await self._ack(channel, tag)
+        self._observe(outcome, started)
+
+    async def _copy_failed(self, channel: Any, tag: int, exc: Exception,
+                           fields: dict[str, Any]) -> None:
+        self._log.error("could not publish the retry/dead-letter copy; requeueing",
+                        **fields, reason=str(exc))
+        await asyncio.sleep(COPY_FAILURE_PAUSE)
+        await self._nack(channel, tag, requeue=True)
+
+    async def _publish_copy(self, raw: DeliveredMessage, message: Message,
+                            decision: Decision, error: BaseException) -> None:
+        props = raw.header.properties
+        delivery = cast(Basic.Deliver, raw.delivery)
+        retrying = decision.action is Action.RETRY
+        headers = failure_headers(
+            props.headers, queue=self.route.logical,
+            attempt=message.attempt + 1 if retrying else message.attempt, error=error,
+            exchange=delivery.exchange, routing_key=delivery.routing_key or "",
+            with_traceback=not retrying)
+        copy = Basic.Properties(
+            content_type=props.content_type, content_encoding=props.content_encoding,
+            headers=headers, delivery_mode=props.delivery_mode, priority=props.priority,
+            correlation_id=props.correlation_id, reply_to=props.reply_to,
+            expiration=props.expiration, message_id=props.message_id,
+            timestamp=props.timestamp, message_type=props.message_type, app_id=props.app_id,
+            # user_id is dropped: the broker checks it against the publishing user.
+        )
+        if retrying:
+            assert decision.delay_ms is not None
+            exchange, key = "", retry_queue_name(self.route.queue, decision.delay_ms)
+        else:
+            assert self.route.dead_letter is not None
+            exchange, key = self.route.dead_letter
+        await self.publisher.send(exchange, key, raw.body, copy, mandatory=True)
+
+    async def _reply(self, message: Message, result: Any) -> None:
+        body, content_type = encode(result)
+        props = Basic.Properties(content_type=content_type,
+                                 correlation_id=message.correlation_id, delivery_mode=1)
+        try:
+            await self.publisher.send("", str(message.reply_to), body, props, mandatory=False)
+        except PublishError as exc:
+            self._log.warning("reply not delivered", message_id=message.message_id,
+                              reply_to=message.reply_to, reason=str(exc))
+
+    async def _ack(self, channel: Any, tag: int) -> None:
+        try:
+            await channel.basic_ack(tag, wait=False)
+        except _CHANNEL_GONE:
+            # The broker requeued the message when the channel died: it will be
+            # delivered again (at-least-once), so the late ack is dropped.
+            self._log.warning("late ack dropped: channel closed", delivery_tag=tag)
+
+    async def _nack(self, channel: Any, tag: int, *, requeue: bool) -> None:
+        try:
+            await channel.basic_nack(tag, requeue=requeue, wait=False)
+        except _CHANNEL_GONE:
+            self._log.warning("late nack dropped: channel closed", delivery_tag=tag)
+
+    def _observe(self, outcome: str, started: float) -> None:
+        if self.observer is not None:
+            self.observer(self.route.logical, outcome, time.perf_counter() - started)

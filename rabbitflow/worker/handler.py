@@ -1,0 +1,100 @@
+"""A registered handler: the function, its queue and options, and how to call it."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rabbitflow.errors import HandlerError
+from rabbitflow.units import parse_duration
+from rabbitflow.worker.codec import Decoder, make_decoder
+from rabbitflow.worker.message import Message
+
+HandlerFunc = Callable[..., Any]
+"""A user's handler: ``async def`` or plain ``def``, body first, optional `Message`."""
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """Everything the consumer needs to run one handler, worked out once at registration."""
+
+    func: HandlerFunc
+    queue: str
+    prefetch: int | None
+    timeout: float | None
+    is_async: bool
+    decoder: Decoder | None
+    """None when the handler takes no body parameter."""
+    message_param: str | None
+    """The name of the parameter annotated `Message`, if any."""
+    body_first: bool
+    options: dict[str, Any]
+    """Further options (idempotency store, circuit breaker) by name."""
+
+    @property
+    def name(self) -> str:
+        return getattr(self.func, "__qualname__", repr(self.func))
+
+    def call(self, body: Any, message: Message) -> Any:
+        """Call the function with the decoded body and/or the message."""
+        if self.message_param is None:
+            return self.func(body)
+        if self.decoder is None:
+            return self.func(message)
+        return self.func(body, message) if self.body_first else self.func(message, body)
+
+
+def inspect_handler(func: HandlerFunc, queue: str, *, prefetch: int | None = None,
+                    timeout: float | str | None = None, **options: Any) -> HandlerSpec:
+    """Read a handler's signature: which parameter is the body, which the `Message`.
+
+    Raises:
+        HandlerError: for a signature rabbitflow cannot call, or bad options.
+    """
+    if not callable(func):
+        raise HandlerError(f"handler for {queue!r} is not callable: {func!r}")
+    if prefetch is not None and not 1 <= prefetch <= 65535:
+        raise HandlerError(f"handler {func.__qualname__}: prefetch must be 1..65535, "
+                           f"not {prefetch}")
+    seconds = _seconds(timeout, func)
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception as exc:  # an annotation that does not resolve
+        raise HandlerError(f"handler {func.__qualname__}: cannot read annotations: {exc}") from None
+    params = [p for p in inspect.signature(func).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required_other = [p for p in inspect.signature(func).parameters.values()
+                      if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if required_other or len(params) > 2:
+        raise HandlerError(f"handler {func.__qualname__} must take the body and/or a "
+                           "Message parameter, nothing else")
+    message_param = next((p.name for p in params if hints.get(p.name) is Message), None)
+    body_params = [p for p in params if p.name != message_param]
+    if len(body_params) > 1:
+        raise HandlerError(f"handler {func.__qualname__}: two body parameters "
+                           f"({', '.join(p.name for p in body_params)}); annotate one as Message")
+    decoder = None
+    body_first = True
+    if body_params:
+        body = body_params[0]
+        decoder = make_decoder(hints.get(body.name, inspect.Parameter.empty))
+        body_first = params[0].name == body.name
+    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None))  # noqa: B004 - async callable objects
+    return HandlerSpec(func, queue, prefetch, seconds, is_async, decoder, message_param,
+                       body_first, options)
+
+
+def _seconds(timeout: float | str | None, func: HandlerFunc) -> float | None:
+    if timeout is None:
+        return None
+    try:
+        value = parse_duration(timeout) / 1000 if isinstance(timeout, str) else float(timeout)
+    except ValueError as exc:
+        raise HandlerError(f"handler {func.__qualname__}: {exc}") from None
+    if value <= 0:
+        raise HandlerError(f"handler {func.__qualname__}: timeout must be positive")
+    return value

@@ -1,0 +1,120 @@
+"""What happens to a delivery after its handler ran: a pure decision, and the headers of
+the retry or dead-letter copy (DESIGN.md §2, "Message headers")."""
+
+from __future__ import annotations
+
+import traceback as tb
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from rabbitflow.errors import BodyDecodeError
+from rabbitflow.topology.schema import RetryPolicy
+from rabbitflow.worker import message as h
+
+MAX_ERROR_BYTES = 1024
+MAX_TRACEBACK_BYTES = 8 * 1024
+_BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-")
+
+
+class Reject(Exception):
+    """Raise in a handler to dead-letter the message now, without retrying.
+
+    For poison input: a message that can never succeed, however often it is tried.
+    """
+
+
+class Action(Enum):
+    """How a delivery is settled."""
+
+    ACK = "ack"
+    """The handler succeeded."""
+    RETRY = "retry"
+    """Publish a copy to the delay queue for this attempt, then ack."""
+    DEAD_LETTER = "dead_letter"
+    """Publish a copy with the error to the dead-letter exchange, then ack."""
+    NACK = "nack"
+    """Nack without requeue: the queue has no dead letters (the broker may dead-letter it
+    through the queue's own arguments, else drops it)."""
+    REQUEUE = "requeue"
+    """Give the message back to the queue untouched (shutdown, lost connection)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The action for one delivery, and what the copy needs to say."""
+
+    action: Action
+    delay_ms: int | None = None
+    """For RETRY: how long the copy waits in its delay queue."""
+
+
+ACK = Decision(Action.ACK)
+
+
+def decide(error: BaseException, *, attempt: int, retry: RetryPolicy | None,
+           dead_letters: bool) -> Decision:
+    """Choose the action after a handler failed on attempt ``attempt`` (1-based).
+
+    `Reject` and decode failures are dead-lettered at once; any other exception (a
+    timeout included) is retried while the policy allows, then dead-lettered.
+    """
+    final = Action.DEAD_LETTER if dead_letters else Action.NACK
+    if isinstance(error, Reject | BodyDecodeError):
+        return Decision(final)
+    if retry is not None and attempt <= retry.max_retries:
+        return Decision(Action.RETRY, retry.delay_for(attempt))
+    return Decision(final)
+
+
+def describe(error: BaseException) -> str:
+    """``ExceptionType: message``, cut to at most 1 KiB of UTF-8."""
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return _cut(text, MAX_ERROR_BYTES, keep_end=False)
+
+
+def format_traceback(error: BaseException) -> str:
+    """The traceback, cut to at most 8 KiB keeping its end (the innermost frames)."""
+    text = "".join(tb.format_exception(error))
+    return _cut(text, MAX_TRACEBACK_BYTES, keep_end=True)
+
+
+def failure_headers(
+    headers: Mapping[str, Any] | None,
+    *,
+    queue: str,
+    attempt: int,
+    error: BaseException,
+    exchange: str,
+    routing_key: str,
+    with_traceback: bool,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Headers for a retry copy (``attempt`` = the next attempt) or a dead letter
+    (``attempt`` = the one that failed): every original header kept except the broker's
+    own ``x-death`` family, which rabbitflow never republishes."""
+    out = {k: v for k, v in (headers or {}).items() if not k.startswith(_BROKER_HEADERS)}
+    out.setdefault(h.ORIGINAL_EXCHANGE, exchange)
+    out.setdefault(h.ORIGINAL_ROUTING_KEY, routing_key)
+    out[h.ATTEMPT] = attempt
+    out[h.QUEUE] = queue
+    out[h.ERROR] = describe(error)
+    out[h.FAILED_AT] = (now or datetime.now(UTC)).isoformat(timespec="milliseconds")
+    if with_traceback:
+        out[h.TRACEBACK] = format_traceback(error)
+    else:
+        out.pop(h.TRACEBACK, None)
+    return out
+
+
+def _cut(text: str, limit: int, *, keep_end: bool) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    marker = "…"
+    room = limit - len(marker.encode())
+    if keep_end:
+        return marker + data[-room:].decode("utf-8", "ignore")
+    return data[:room].decode("utf-8", "ignore") + marker

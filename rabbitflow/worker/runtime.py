@@ -1,0 +1,183 @@
+"""The worker: one consuming connection, a consumer per handler queue, and the loop that
+restores them after the broker goes away (DESIGN.md §2 Lifecycle)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+from aio_pika.abc import AbstractConnection
+
+from rabbitflow.amqp.connection import connect
+from rabbitflow.amqp.declare import declare
+from rabbitflow.amqp.publish import Publisher
+from rabbitflow.errors import BrokerUnavailable, RabbitflowError
+from rabbitflow.settings import Settings
+from rabbitflow.topology.expand import Declarations, dead_letter_route
+from rabbitflow.topology.schema import Topology
+from rabbitflow.worker.consumer import OutcomeObserver, QueueConsumer, Route
+from rabbitflow.worker.handler import HandlerSpec
+
+log = structlog.get_logger("rabbitflow.worker")
+
+RECONNECT_MIN = 0.2
+RECONNECT_MAX = 5.0
+
+
+def routes_for(topology: Topology, queue: str) -> list[Route]:
+    """The physical queues a handler of ``queue`` consumes, with their failure routes."""
+    declared = topology.queues[queue]
+    return [Route(queue, queue, declared.retry, dead_letter_route(queue, declared))]
+
+
+class Worker:
+    """Runs consumers for a set of handlers until stopped, reconnecting as needed."""
+
+    def __init__(self, topology: Topology, declarations: Declarations | None,
+                 specs: Sequence[HandlerSpec], settings: Settings, publisher: Publisher, *,
+                 prefetch: int, exit_on_cancel: bool = False,
+                 observer: OutcomeObserver | None = None) -> None:
+        self.topology = topology
+        self.declarations = declarations
+        self.settings = settings
+        self.exit_on_cancel = exit_on_cancel
+        sync_slots = sum(s.prefetch or prefetch for s in specs if not s.is_async)
+        self.executor = ThreadPoolExecutor(max_workers=max(4, min(sync_slots, 256)),
+                                           thread_name_prefix="rabbitflow-handler")
+        self.consumers = [
+            QueueConsumer(spec, route, prefetch=spec.prefetch or prefetch, publisher=publisher,
+                          executor=self.executor, on_cancelled=self._consumer_cancelled,
+                          observer=observer)
+            for spec in specs for route in routes_for(topology, spec.queue)
+        ]
+        self.connection: AbstractConnection | None = None
+        self.failed: RabbitflowError | None = None
+        """Set when the worker gave up (a cancelled consumer with ``exit_on_cancel``)."""
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._cancelled: set[QueueConsumer] = set()
+        self.stopped = asyncio.Event()
+
+    @property
+    def healthy(self) -> bool:
+        """Connected, and every consumer active."""
+        connected = self.connection is not None and not self.connection.is_closed
+        return connected and all(c.active for c in self.consumers)
+
+    async def start(self) -> None:
+        """Connect, declare (when asked), start every consumer.
+
+        Raises:
+            BrokerUnavailable: when the broker cannot be reached at start (fail fast).
+            DeclareConflict: when the topology conflicts with the broker.
+        """
+        await self._open()
+        self._supervisor = asyncio.create_task(self._supervise(), name="rabbitflow-supervisor")
+
+    async def _open(self) -> None:
+        s = self.settings
+        connection = await connect(s.urls, timeout=s.connect_timeout, heartbeat=s.heartbeat,
+                                   name="rabbitflow-worker")
+        try:
+            connection.close_callbacks.add(self._connection_closed)
+            await self._declare(connection, everything=True)
+            for consumer in self.consumers:
+                await consumer.start(connection)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+        self.connection = connection
+        log.info("worker connected", consumers=len(self.consumers))
+
+    async def _declare(self, connection: AbstractConnection, *, everything: bool) -> None:
+        if self.declarations is None:
+            return
+        # Exclusive and auto-delete queues die with the connection, so they are declared
+        # on every (re)connect; the rest only at start or when a queue vanished.
+        await declare(connection, self.declarations, include_worker_owned=True)
+
+    def _connection_closed(self, _sender: Any, exc: BaseException | None = None) -> None:
+        if not self._stopping:
+            log.warning("connection lost", reason=str(exc) if exc else "closed")
+            self._wake.set()
+
+    def _consumer_cancelled(self, consumer: QueueConsumer) -> None:
+        self._cancelled.add(consumer)
+        self._wake.set()
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                break
+            if self.connection is None or self.connection.is_closed:
+                await self._reconnect()
+            elif self._cancelled:
+                await self._resume_cancelled()
+
+    async def _reconnect(self) -> None:
+        for consumer in self.consumers:
+            await consumer.close()
+        self._cancelled.clear()
+        delay = RECONNECT_MIN
+        while not self._stopping:
+            log.info("reconnecting", delay_s=delay)
+            try:
+                await self._open()
+                log.info("reconnected; consumers resumed")
+                return
+            except (BrokerUnavailable, ConnectionError, OSError, RabbitflowError) as exc:
+                log.warning("reconnect failed", reason=str(exc))
+            except Exception as exc:  # aiormq raises assorted errors mid-handshake
+                log.warning("reconnect failed", reason=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    async def _resume_cancelled(self) -> None:
+        cancelled, self._cancelled = self._cancelled, set()
+        names = sorted(c.route.queue for c in cancelled)
+        if self.exit_on_cancel:
+            self.failed = RabbitflowError(f"consumer of queue(s) {', '.join(names)} cancelled "
+                                          "by the broker (queue deleted?); exiting")
+            self.stopped.set()
+            return
+        assert self.connection is not None
+        try:
+            await self._declare(self.connection, everything=True)
+            for consumer in cancelled:
+                await consumer.close()
+                await consumer.start(self.connection)
+            log.warning("queue redeclared and consumer resumed", queues=names)
+        except Exception as exc:
+            log.error("could not resume cancelled consumers", queues=names, reason=str(exc))
+            self._cancelled |= cancelled
+            await asyncio.sleep(RECONNECT_MAX)
+            self._wake.set()
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully: cancel consumers, finish in-flight work (up to ``timeout``
+        seconds), requeue the rest, close the connection."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        limit = self.settings.shutdown_timeout if timeout is None else timeout
+        log.info("shutting down", timeout_s=limit)
+        await asyncio.gather(*(c.stop(limit) for c in self.consumers))
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if self.connection is not None and not self.connection.is_closed:
+            with contextlib.suppress(Exception):
+                await self.connection.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.stopped.set()
+
