@@ -3,7 +3,7 @@ for a web service that only publishes. `App` uses one for its own ``publish``.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -45,9 +45,10 @@ class Producer:
             expiration=expiration, priority=priority, timeout=timeout)
 
     async def publish_many(self, messages: Iterable[Outgoing] | AsyncIterable[Outgoing], *,
-                           window: int = 1000) -> BulkResult:
+                           window: int = 1000,
+                           progress: Callable[[int], None] | None = None) -> BulkResult:
         """Publish many with pipelined confirms; see `Publisher.publish_many`."""
-        return await self.publisher.publish_many(messages, window=window)
+        return await self.publisher.publish_many(messages, window=window, progress=progress)
 
     async def request(self, exchange: str, routing_key: str, body: object, *,
                       timeout: float = 5.0, model: Any = None,

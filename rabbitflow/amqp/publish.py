@@ -232,10 +232,12 @@ class Publisher:
                               f"routing key {routing_key!r} within {limit:g}s")
 
     async def publish_many(self, messages: Iterable[Outgoing] | AsyncIterable[Outgoing], *,
-                           window: int = 1000) -> BulkResult:
+                           window: int = 1000,
+                           progress: Callable[[int], None] | None = None) -> BulkResult:
         """Publish many messages with pipelined confirms, at most ``window`` unconfirmed.
 
         Never raises for a single message: each outcome is reported in the result.
+        ``progress`` is called with each message's index once its outcome is known.
         """
         result = BulkResult()
         slots = asyncio.Semaphore(window)
@@ -255,6 +257,8 @@ class Publisher:
                 result.failed[index] = str(exc)
             finally:
                 slots.release()
+                if progress is not None:
+                    progress(index)
 
         index = 0
         async for item in _aiter(messages):

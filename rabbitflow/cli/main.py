@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -86,6 +87,11 @@ def settings_from(url: str | None, log_format: str | None, **overrides: Any) -> 
 @click.version_option(package_name="rabbitflow")
 def main() -> None:
     """rabbitflow: RabbitMQ topology in YAML, plain handlers, one CLI."""
+    # aio-pika and aiormq log connection failures through the stdlib's last-resort
+    # handler, which would print a second, raw line next to ours; rabbitflow logs every
+    # event that matters itself.
+    for name in ("aio_pika", "aiormq"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _register() -> None:

@@ -1,5 +1,231 @@
-"""Commands: runtime."""
+"""Commands: run (workers) and publish."""
 
 from __future__ import annotations
 
-from rabbitflow.cli.main import main  # noqa: F401
+import asyncio
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import click
+
+from rabbitflow.cli.main import common_options, fail, main, run_async, settings_from
+from rabbitflow.errors import ConfigError, RabbitflowError
+from rabbitflow.settings import mask_url
+
+
+def load_app(target: str) -> Any:
+    """Import ``MODULE:ATTR`` (the current directory on the path, as uvicorn does)."""
+    from rabbitflow.app import App
+
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"expected MODULE:APP (e.g. workers.orders:app), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ConfigError(f"cannot import module {module_name!r}: {exc}") from None
+        raise
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise ConfigError(f"{target!r} is not a rabbitflow App (found {type(app).__name__})")
+    return app
+
+
+@main.command()
+@click.argument("target", metavar="MODULE:APP")
+@click.option("--topology", "topologies", multiple=True, type=click.Path(),
+              help="Topology file(s); replaces the one given to App.")
+@click.option("--queues", default=None, help="Run only these queues' handlers (comma-separated).")
+@click.option("--prefetch", type=click.IntRange(1, 65535), default=None,
+              help="Default prefetch for handlers that set none.")
+@click.option("--processes", type=click.IntRange(1, 256), default=1,
+              help="Worker processes under one supervisor.")
+@click.option("--no-declare", is_flag=True, help="Do not declare the topology at start.")
+@click.option("--shutdown-timeout", type=click.FloatRange(0), default=None,
+              help="Seconds in-flight handlers get to finish on SIGTERM (default 30).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /metrics and /healthz on this port.")
+@click.option("--exit-on-cancel", is_flag=True,
+              help="Exit non-zero when the broker cancels a consumer, instead of "
+                   "redeclaring the queue and resuming.")
+@common_options
+def run(target: str, topologies: tuple[str, ...], queues: str | None, prefetch: int | None,
+        processes: int, no_declare: bool, shutdown_timeout: float | None,
+        metrics_port: int | None, exit_on_cancel: bool, url: str | None,
+        log_format: str | None) -> None:
+    """Run the handlers of MODULE:APP until SIGINT or SIGTERM."""
+    settings = settings_from(url, log_format, shutdown_timeout=shutdown_timeout,
+                             metrics_port=metrics_port, prefetch=prefetch)
+    _configure_logging(settings.effective_log_format, settings.log_level)
+    if processes > 1:
+        from rabbitflow.worker.supervisor import supervise
+
+        argv = [a for a in _child_argv(sys.argv[1:])]
+        sys.exit(supervise(argv, processes, shutdown_timeout=settings.shutdown_timeout))
+    try:
+        app = load_app(target)
+        app.settings = settings if url else app.settings.model_copy(update={
+            k: v for k, v in settings.model_dump().items() if k != "url"})
+        app.producer = type(app.producer)(settings=app.settings, name="rabbitflow-publisher")
+        if topologies:
+            app.use_topology(list(topologies))
+        if no_declare:
+            app.declare = False
+        selected = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+        app.run(selected, prefetch=prefetch, exit_on_cancel=exit_on_cancel)
+    except RabbitflowError as exc:
+        fail(str(exc))
+
+
+def _child_argv(argv: list[str]) -> list[str]:
+    """The parent's arguments with ``--processes N`` removed (children run one each)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--processes":
+            skip = True
+            continue
+        if arg.startswith("--processes="):
+            continue
+        out.append(arg)
+    return out
+
+
+def _configure_logging(fmt: str, level: str) -> None:
+    try:
+        from rabbitflow.logs import configure_logging  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # logs.py lands with the foundation branch
+        return
+    configure_logging(fmt, level)
+
+
+def _parse_body(text: str) -> object:
+    """A command-line body: JSON when it parses as JSON, else text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _read_jsonl(path: str) -> list[object]:
+    """Every body of a JSON-lines file, checked before anything is sent."""
+    bodies: list[object] = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    bodies.append(json.loads(line))
+                except ValueError as exc:
+                    raise ConfigError(f"{path}:{number}: not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return bodies
+
+
+def _parse_headers(pairs: tuple[str, ...]) -> dict[str, object]:
+    headers: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--header takes KEY=VALUE, got {pair!r}")
+        headers[key] = _parse_body(value) if value[:1] in "[{0123456789-" else value
+    return headers
+
+
+@main.command()
+@click.argument("exchange")
+@click.argument("routing_key")
+@click.argument("body", required=False)
+@click.option("--file", "file", type=click.Path(dir_okay=False),
+              help="A JSON-lines file: one message body a line.")
+@click.option("--header", "header", multiple=True, metavar="K=V", help="A header (repeatable).")
+@click.option("--count", type=click.IntRange(1), default=1,
+              help="Send the body (or the file) this many times.")
+@click.option("--rate", type=click.FloatRange(0, min_open=True), default=None,
+              help="Messages per second at most.")
+@click.option("--window", type=click.IntRange(1, 100_000), default=1000,
+              help="Unconfirmed messages in flight at most.")
+@common_options
+def publish(exchange: str, routing_key: str, body: str | None, file: str | None,
+            header: tuple[str, ...], count: int, rate: float | None, window: int,
+            url: str | None, log_format: str | None) -> None:
+    """Publish messages with confirms and report confirmed / returned / nacked.
+
+    Use "" as EXCHANGE for the default exchange (ROUTING_KEY is then a queue name).
+    Exits 1 when any message was not confirmed.
+    """
+    settings = settings_from(url, log_format)
+    try:
+        if (body is None) == (file is None):
+            raise ConfigError("give a BODY argument or --file F.jsonl (one of them)")
+        bodies = _read_jsonl(file) if file else [_parse_body(str(body))]
+        headers = _parse_headers(header)
+    except ConfigError as exc:
+        fail(str(exc))
+    total = len(bodies) * count
+    summary = run_async(_publish(settings, exchange, routing_key, bodies, count, headers,
+                                 rate, window, total))
+    click.echo(summary.text)
+    if not summary.ok:
+        sys.exit(1)
+
+
+class _Summary:
+    def __init__(self, result: Any, elapsed: float, total: int, url: str) -> None:
+        self.ok = bool(result.ok) and len(result.confirmed) == total
+        rate = total / elapsed if elapsed > 0 else 0.0
+        failed = f", {len(result.failed)} failed" if result.failed else ""
+        self.text = (f"published {total} to {url}: {len(result.confirmed)} confirmed, "
+                     f"{len(result.returned)} returned, {len(result.nacked)} nacked{failed} "
+                     f"in {elapsed:.2f}s ({rate:.0f} msg/s)")
+        if result.failed:
+            self.text += "\n" + f"first failure: {next(iter(result.failed.values()))}"
+
+
+async def _publish(settings: Any, exchange: str, routing_key: str, bodies: list[object],
+                   count: int, headers: dict[str, object], rate: float | None, window: int,
+                   total: int) -> _Summary:
+    from rich.progress import Progress
+
+    from rabbitflow.amqp.publish import Outgoing
+    from rabbitflow.producer import Producer
+
+    def messages() -> Iterator[Outgoing]:
+        for _ in range(count):
+            for body in bodies:
+                yield Outgoing(exchange, routing_key, body, headers or None)
+
+    async def paced() -> AsyncIterator[Outgoing]:
+        start = time.monotonic()
+        for i, item in enumerate(messages()):
+            if rate:
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            yield item
+
+    show = total > 1 and sys.stderr.isatty()
+    started = time.perf_counter()
+    async with Producer(settings=settings, name="rabbitflow-cli") as producer:
+        await producer.link.get()  # fail fast with one clear line if the broker is away
+        with Progress(disable=not show, transient=True) as bar:
+            task = bar.add_task("publishing", total=total)
+            result = await producer.publish_many(
+                paced(), window=window, progress=lambda _i: bar.advance(task))
+    return _Summary(result, time.perf_counter() - started, total, mask_url(settings.urls[0]))
+
+
+__all__ = ["load_app", "publish", "run"]

@@ -58,6 +58,7 @@ class Worker:
         self.failed: RabbitflowError | None = None
         """Set when the worker gave up (a cancelled consumer with ``exit_on_cancel``)."""
         self._stopping = False
+        self._lost = False
         self._wake = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._cancelled: set[QueueConsumer] = set()
@@ -105,6 +106,8 @@ class Worker:
     def _connection_closed(self, _sender: Any, exc: BaseException | None = None) -> None:
         if not self._stopping:
             log.warning("connection lost", reason=str(exc) if exc else "closed")
+            # aio-pika runs close callbacks before `is_closed` turns true: remember it.
+            self._lost = True
             self._wake.set()
 
     def _consumer_cancelled(self, consumer: QueueConsumer) -> None:
@@ -117,12 +120,14 @@ class Worker:
             self._wake.clear()
             if self._stopping:
                 break
-            if self.connection is None or self.connection.is_closed:
+            if self._lost or self.connection is None or self.connection.is_closed:
                 await self._reconnect()
             elif self._cancelled:
                 await self._resume_cancelled()
 
     async def _reconnect(self) -> None:
+        self._lost = False
+        self.connection = None
         for consumer in self.consumers:
             await consumer.close()
         self._cancelled.clear()

@@ -1,0 +1,112 @@
+"""``rabbitflow run --processes N``: a parent that supervises N worker processes.
+
+The parent consumes nothing. It forwards SIGINT/SIGTERM to its children, restarts a
+child that dies (with a back-off that resets once a child has lived a while), and exits 0
+once every child has stopped after a signal.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+log = structlog.get_logger("rabbitflow.supervisor")
+
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 30.0
+HEALTHY_AFTER = 30.0
+"""A child that lived this long resets the restart back-off."""
+
+
+@dataclass
+class Child:
+    """One worker process and its restart bookkeeping."""
+
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    backoff: float = BACKOFF_MIN
+    restart_at: float | None = None
+    restarts: int = field(default=0)
+
+
+def supervise(argv: Sequence[str], processes: int, *, shutdown_timeout: float,
+              env: dict[str, str] | None = None) -> int:
+    """Run ``argv`` (a single-process ``rabbitflow run``) ``processes`` times; return the
+    exit code for the parent."""
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.process is not None and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+
+    children = [Child(i) for i in range(processes)]
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for child in children:
+            _spawn(child, argv, env)
+        log.info("supervisor started", processes=processes)
+        while not stopping:
+            now = time.monotonic()
+            for child in children:
+                _check(child, argv, env, now)
+            time.sleep(0.1)
+        return _wait_all(children, shutdown_timeout + 5)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _spawn(child: Child, argv: Sequence[str], env: dict[str, str] | None) -> None:
+    import os
+
+    child_env = {**(env or os.environ), "RABBITFLOW_WORKER_INDEX": str(child.index)}
+    child.process = subprocess.Popen([sys.executable, "-m", "rabbitflow", *argv], env=child_env)
+    child.started_at = time.monotonic()
+    child.restart_at = None
+
+
+def _check(child: Child, argv: Sequence[str], env: dict[str, str] | None, now: float) -> None:
+    process = child.process
+    if child.restart_at is not None:
+        if now >= child.restart_at:
+            child.restarts += 1
+            log.info("restarting worker process", index=child.index, restarts=child.restarts)
+            _spawn(child, argv, env)
+        return
+    if process is None or process.poll() is None:
+        return
+    if now - child.started_at >= HEALTHY_AFTER:
+        child.backoff = BACKOFF_MIN
+    log.error("worker process died", index=child.index, pid=process.pid,
+              exit_code=process.returncode, restart_in_s=child.backoff)
+    child.restart_at = now + child.backoff
+    child.backoff = min(child.backoff * 2, BACKOFF_MAX)
+
+
+def _wait_all(children: list[Child], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    code = 0
+    for child in children:
+        process = child.process
+        if process is None:
+            continue
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            log.error("worker process did not stop in time; killing", index=child.index)
+            process.kill()
+            process.wait()
+        if process.returncode not in (0, -signal.SIGTERM):
+            code = 1
+    log.info("supervisor stopped", exit_code=code)
+    return code
