@@ -1,0 +1,1 @@
+"""The worker runtime: handlers, consumers, and the resilience building blocks they use."""
