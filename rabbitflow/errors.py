@@ -102,3 +102,15 @@ class RequestTimeout(RabbitflowError):
 
 class HandlerError(RabbitflowError):
     """Raised for a handler that cannot be registered (unknown queue, bad signature)."""
+
+
+class LeaseBusy(RabbitflowError):
+    """Raised when another worker still holds the idempotency lease of a message's key
+    after waiting the allowed time; the message is retried, never skipped."""
+
+    def __init__(self, key: str, waited: float) -> None:
+        self.key, self.waited = key, waited
+        super().__init__(
+            f"idempotency key {key!r} is still being processed by another worker after "
+            f"{waited:.1f}s; retrying later (raise max_wait if handlers run longer)"
+        )
