@@ -217,3 +217,43 @@ async def until(condition: Any) -> None:
             if condition():
                 return
             await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+async def test_failover_redelivers_the_unacked_message_first_then_the_rest_in_order(
+    amqp_url: str, channel: AbstractChannel, queue_type: str
+) -> None:
+    """Given an active consumer (prefetch=1) that dies holding a message unacked,
+    the standby gets that message first (redelivered), then the rest in queue order."""
+    topology = load_text(
+        f"version: 1\nqueues:\n  fifo: {{type: {queue_type}, single_active_consumer: true}}\n"
+    )
+    await declare(channel, expand(topology))
+    for seq in range(20):
+        await channel.default_exchange.publish(
+            aio_pika.Message(json.dumps({"seq": seq}).encode()), "fifo"
+        )
+    active, standby = await aio_pika.connect(amqp_url), await aio_pika.connect(amqp_url)
+    try:
+        held: list[int] = []
+        got: list[tuple[int, bool]] = []
+
+        async def hold(message: Any) -> None:  # takes one message and never acks it
+            held.append(json.loads(message.body)["seq"])
+
+        async def take(message: Any) -> None:
+            got.append((json.loads(message.body)["seq"], message.redelivered))
+            await message.ack()
+
+        for connection, callback in ((active, hold), (standby, take)):
+            ch = await connection.channel()
+            await ch.set_qos(prefetch_count=1)
+            await (await ch.get_queue("fifo")).consume(callback)
+        await until(lambda: held == [0])
+        assert got == []
+        await active.close()
+        await until(lambda: len(got) == 20)
+        assert got == [(0, True)] + [(seq, False) for seq in range(1, 20)]
+    finally:
+        await active.close()
+        await standby.close()
