@@ -105,8 +105,8 @@ def expand(topology: Topology) -> Declarations:
     for name, queue in topology.queues.items():
         if queue.partitions is not None:
             exchanges.append(_partition_exchange(name, queue.partitions))
-            queues += _partition_queues(name, queue)
-            bindings += _partition_bindings(name, queue)
+            queues += _partition_queues(name, queue, queue.partitions)
+            bindings += _partition_bindings(name, queue, queue.partitions)
         else:
             queues.append(QueueDecl(name, queue.durable, queue.exclusive, queue.auto_delete,
                                     queue_arguments(queue, name)))
@@ -239,30 +239,28 @@ def _partition_exchange(name: str, partitions: Partitions) -> ExchangeDecl:
                         arguments=args, role=Role.PARTITION, owner=name)
 
 
-def _partition_queues(name: str, queue: Queue) -> list[QueueDecl]:
+def _partition_queues(name: str, queue: Queue, partitions: Partitions) -> list[QueueDecl]:
     """Each partition is a copy of the declared queue, with its own delay queues."""
-    assert queue.partitions is not None
     args = queue_arguments(queue, name)  # dead letters of every partition go to Q's DLX
     # One consumer at a time per partition: the broker delivers in queue order.
     args.setdefault("x-single-active-consumer", True)
     out: list[QueueDecl] = []
-    for part in partition_queue_names(name, queue.partitions.count):
+    for part in partition_queue_names(name, partitions.count):
         out.append(QueueDecl(part, queue.durable, arguments=args, role=Role.PARTITION,
                              owner=name))
         out += [_retry_queue(part, queue, delay) for delay in retry_delays(queue)]
     return out
 
 
-def _partition_bindings(name: str, queue: Queue) -> list[BindingDecl]:
+def _partition_bindings(name: str, queue: Queue, partitions: Partitions) -> list[BindingDecl]:
     """Q's own bindings feed ``Q.partitions``, which spreads messages over the partitions."""
-    assert queue.partitions is not None
     exchange = partition_exchange_name(name)
     feeds = [replace(b, destination=exchange, destination_type="exchange")
              for spec in queue.bind for b in _queue_bindings(name, spec)]
     # The binding key of a consistent-hash exchange is the partition's weight: equal
     # weights give each partition an equal share of the hash space.
     spread = [BindingDecl(exchange, part, "queue", "1", role=Role.PARTITION)
-              for part in partition_queue_names(name, queue.partitions.count)]
+              for part in partition_queue_names(name, partitions.count)]
     return feeds + spread
 
 
