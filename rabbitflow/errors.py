@@ -112,3 +112,15 @@ class BodyDecodeError(RabbitflowError):
 class HandlerTimeout(RabbitflowError):
     """Raised into the outcome of a handler that overran its ``timeout``; counts as a
     failure and is retried per the queue's policy."""
+
+
+class LeaseBusy(RabbitflowError):
+    """Raised when another worker still holds the idempotency lease of a message's key
+    after waiting the allowed time; the message is retried, never skipped."""
+
+    def __init__(self, key: str, waited: float) -> None:
+        self.key, self.waited = key, waited
+        super().__init__(
+            f"idempotency key {key!r} is still being processed by another worker after "
+            f"{waited:.1f}s; retrying later (raise max_wait if handlers run longer)"
+        )

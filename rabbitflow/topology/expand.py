@@ -8,7 +8,7 @@ tools find retry and dead-letter objects by them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -17,11 +17,14 @@ from rabbitflow.topology.schema import (
     DeadLetterTarget,
     Exchange,
     ExchangeType,
+    Partitions,
     Queue,
     QueueType,
     Topology,
     dead_letter_exchange_name,
     dead_letter_queue_name,
+    partition_exchange_name,
+    partition_queue_names,
     retry_queue_name,
 )
 from rabbitflow.units import stream_max_age
@@ -36,6 +39,8 @@ class Role(StrEnum):
     """A TTL delay queue that moves messages back to their work queue."""
     DEAD_LETTER = "dead_letter"
     """A generated ``Q.dlx`` exchange or ``Q.dlq`` queue."""
+    PARTITION = "partition"
+    """A partitioned queue's ``Q.partitions`` exchange, a ``Q.p<i>`` queue, or their binding."""
 
 
 @dataclass(frozen=True)
@@ -98,12 +103,17 @@ def expand(topology: Topology) -> Declarations:
     queues: list[QueueDecl] = []
     bindings: list[BindingDecl] = []
     for name, queue in topology.queues.items():
-        queues.append(QueueDecl(name, queue.durable, queue.exclusive, queue.auto_delete,
-                                queue_arguments(queue, name)))
-        for b in queue.bind:
-            bindings += _queue_bindings(name, b)
-        for delay in retry_delays(queue):
-            queues.append(_retry_queue(name, queue, delay))
+        if queue.partitions is not None:
+            exchanges.append(_partition_exchange(name, queue.partitions))
+            queues += _partition_queues(name, queue, queue.partitions)
+            bindings += _partition_bindings(name, queue, queue.partitions)
+        else:
+            queues.append(QueueDecl(name, queue.durable, queue.exclusive, queue.auto_delete,
+                                    queue_arguments(queue, name)))
+            for b in queue.bind:
+                bindings += _queue_bindings(name, b)
+            for delay in retry_delays(queue):
+                queues.append(_retry_queue(name, queue, delay))
         if queue.dead_letters is True:
             dlx, dlq = dead_letter_exchange_name(name), dead_letter_queue_name(name)
             exchanges.append(ExchangeDecl(dlx, "fanout", role=Role.DEAD_LETTER, owner=name))
@@ -198,7 +208,64 @@ def _retry_queue(name: str, queue: Queue, delay: int) -> QueueDecl:
                      role=Role.RETRY, owner=name)
 
 
+def physical_queues(topology: Topology, name: str) -> list[str]:
+    """The queues a handler registered for queue ``name`` consumes.
+
+    ``[name]``, or for a partitioned queue its partition queues ``[Q.p0, …]`` (the
+    partitioned queue itself is not declared). A name the topology does not declare is
+    returned as is: a queue made outside the files.
+    """
+    queue = topology.queues.get(name)
+    if queue is None or queue.partitions is None:
+        return [name]
+    return partition_queue_names(name, queue.partitions.count)
+
+
+def logical_queue(topology: Topology, physical: str) -> str:
+    """The declared queue a consumed queue belongs to: ``Q`` for ``Q.p3``, else itself.
+
+    The worker uses it to find the retry policy and dead-letter route of a partition.
+    """
+    for name, queue in topology.queues.items():
+        if queue.partitions is not None and physical in partition_queue_names(
+                name, queue.partitions.count):
+            return name
+    return physical
+
+
+def _partition_exchange(name: str, partitions: Partitions) -> ExchangeDecl:
+    args = {} if partitions.header is None else {"hash-header": partitions.header}
+    return ExchangeDecl(partition_exchange_name(name), ExchangeType.CONSISTENT_HASH.value,
+                        arguments=args, role=Role.PARTITION, owner=name)
+
+
+def _partition_queues(name: str, queue: Queue, partitions: Partitions) -> list[QueueDecl]:
+    """Each partition is a copy of the declared queue, with its own delay queues."""
+    args = queue_arguments(queue, name)  # dead letters of every partition go to Q's DLX
+    # One consumer at a time per partition: the broker delivers in queue order.
+    args.setdefault("x-single-active-consumer", True)
+    out: list[QueueDecl] = []
+    for part in partition_queue_names(name, partitions.count):
+        out.append(QueueDecl(part, queue.durable, arguments=args, role=Role.PARTITION,
+                             owner=name))
+        out += [_retry_queue(part, queue, delay) for delay in retry_delays(queue)]
+    return out
+
+
+def _partition_bindings(name: str, queue: Queue, partitions: Partitions) -> list[BindingDecl]:
+    """Q's own bindings feed ``Q.partitions``, which spreads messages over the partitions."""
+    exchange = partition_exchange_name(name)
+    feeds = [replace(b, destination=exchange, destination_type="exchange")
+             for spec in queue.bind for b in _queue_bindings(name, spec)]
+    # The binding key of a consistent-hash exchange is the partition's weight: equal
+    # weights give each partition an equal share of the hash space.
+    spread = [BindingDecl(exchange, part, "queue", "1", role=Role.PARTITION)
+              for part in partition_queue_names(name, partitions.count)]
+    return feeds + spread
+
+
 __all__ = [
     "BindingDecl", "Declarations", "ExchangeDecl", "ExchangeType", "QueueDecl", "Role",
-    "dead_letter_route", "expand", "queue_arguments", "retry_delays",
+    "dead_letter_route", "expand", "logical_queue", "physical_queues", "queue_arguments",
+    "retry_delays",
 ]

@@ -164,6 +164,42 @@ def _dead_letter_shape(value: object) -> object:
     raise ValueError("expected true, false or a mapping {exchange: NAME, routing_key: KEY}")
 
 
+MAX_PARTITIONS = 1024
+"""Partition queues one queue may expand to."""
+
+
+class PartitionHeader(_Model):
+    """``key: {header: NAME}``: partition by the value of a message header."""
+
+    header: str
+
+
+def _partition_key_shape(value: object) -> object:
+    # Checked before the union so a bad key gets one clear message, not one per member.
+    if value == "routing_key" or isinstance(value, PartitionHeader):
+        return value
+    if isinstance(value, dict) and set(value) == {"header"}:
+        name = value["header"]
+        if isinstance(name, str) and name.strip():
+            return value
+        raise ValueError("the header name must be a non-empty string")
+    raise ValueError("expected routing_key or a mapping {header: NAME}")
+
+
+class Partitions(_Model):
+    """``partitions: {count, key}``: per-key ordering across N single-active-consumer queues."""
+
+    count: int = Field(ge=1, le=MAX_PARTITIONS)
+    key: Annotated[
+        Literal["routing_key"] | PartitionHeader, BeforeValidator(_partition_key_shape)
+    ] = "routing_key"
+
+    @property
+    def header(self) -> str | None:
+        """The header hashed to pick a partition; None when it is the routing key."""
+        return self.key.header if isinstance(self.key, PartitionHeader) else None
+
+
 class Queue(_Model):
     """A queue, keyed by its name under ``queues:``."""
 
@@ -186,6 +222,7 @@ class Queue(_Model):
     dead_letter: Annotated[
         bool | DeadLetterTarget | None, BeforeValidator(_dead_letter_shape)
     ] = None
+    partitions: Partitions | None = None
 
     @property
     def dead_letters(self) -> bool | DeadLetterTarget:
@@ -217,3 +254,13 @@ def dead_letter_exchange_name(queue: str) -> str:
 def dead_letter_queue_name(queue: str) -> str:
     """The queue bound to ``Q.dlx`` that holds the dead letters: ``Q.dlq``."""
     return f"{queue}.dlq"
+
+
+def partition_exchange_name(queue: str) -> str:
+    """The consistent-hash exchange feeding a partitioned queue's partitions: ``Q.partitions``."""
+    return f"{queue}.partitions"
+
+
+def partition_queue_names(queue: str, count: int) -> list[str]:
+    """The partition queues of a partitioned queue: ``Q.p0`` … ``Q.p{count-1}``."""
+    return [f"{queue}.p{i}" for i in range(count)]

@@ -23,6 +23,8 @@ from rabbitflow.topology.schema import (
     QueueType,
     dead_letter_exchange_name,
     dead_letter_queue_name,
+    partition_exchange_name,
+    partition_queue_names,
     retry_queue_name,
 )
 from rabbitflow.topology.source import Path, Source
@@ -85,6 +87,7 @@ def check_topology(
         problems += _check_queue_options(q)
         problems += _check_queue_bindings(q, exchanges, exchange_names)
         problems += _check_dead_letter(q, exchange_names)
+        problems += _check_partitions(q)
     for b in bindings:
         for end in ("source", "destination"):
             ref = getattr(b.value, end)
@@ -128,6 +131,7 @@ _TYPE_ONLY: dict[str, tuple[QueueType, ...]] = {
     "message_ttl": (QueueType.CLASSIC, QueueType.QUORUM),
     "overflow": (QueueType.CLASSIC, QueueType.QUORUM),
     "single_active_consumer": (QueueType.CLASSIC, QueueType.QUORUM),
+    "partitions": (QueueType.CLASSIC, QueueType.QUORUM),
 }
 
 
@@ -197,22 +201,50 @@ def _check_dead_letter(q: Located[Queue], names: set[str]) -> Iterator[Problem]:
                         "dead_letter", "exchange", at_key=False)
 
 
+def _check_partitions(q: Located[Queue]) -> Iterator[Problem]:
+    queue = q.value
+    if queue.partitions is None:
+        return
+    for option in ("exclusive", "auto_delete"):
+        if getattr(queue, option):
+            yield q.problem(f"partition queues are shared by every worker; {option} "
+                            "cannot be used with partitions", option)
+    if "single_active_consumer" in queue.model_fields_set and not queue.single_active_consumer:
+        yield q.problem("partitions always use a single active consumer per partition; "
+                        "remove single_active_consumer: false", "single_active_consumer")
+
+
+def _made_queues(name: str, queue: Queue) -> list[tuple[str, str]]:
+    """(generated queue, the option generating it) for one declared queue."""
+    made: list[tuple[str, str]] = []
+    delays = set(queue.retry.schedule) if queue.retry is not None else set()
+    if queue.partitions is not None:
+        for part in partition_queue_names(name, queue.partitions.count):
+            made.append((part, "partitions"))
+            made += [(retry_queue_name(part, d), "retry") for d in delays]
+    else:
+        made += [(retry_queue_name(name, d), "retry") for d in delays]
+    if queue.dead_letters is True:
+        made.append((dead_letter_queue_name(name), "dead_letter"))
+    return made
+
+
 def _check_generated_names(queues: dict[str, Located[Queue]], exchange_names: set[str],
                            queue_names: set[str]) -> Iterator[Problem]:
     generated: dict[str, str] = {}  # generated queue name → the queue that generates it
     for name, q in queues.items():
         queue = q.value
-        made_queues: list[tuple[str, str]] = []
-        if queue.retry is not None:
-            made_queues += [(retry_queue_name(name, d), "retry") for d in set(queue.retry.schedule)]
+        made_queues = _made_queues(name, queue)
         if queue.dead_letters is True:
-            made_queues.append((dead_letter_queue_name(name), "dead_letter"))
             dlx = dead_letter_exchange_name(name)
             if dlx in exchange_names:
                 yield q.problem(f"dead_letter generates exchange {dlx!r}, which is also "
                                 "declared; rename one or use dead_letter: {exchange: ...}",
                                 "dead_letter" if "dead_letter" in queue.model_fields_set
                                 else "retry")
+        if queue.partitions is not None and partition_exchange_name(name) in exchange_names:
+            yield q.problem(f"partitions generates exchange {partition_exchange_name(name)!r}, "
+                            "which is also declared; rename one", "partitions")
         for made, option in made_queues:
             if made in queue_names:
                 at = (option,) if option in queue.model_fields_set else ()

@@ -1,1 +1,1 @@
-"""Handlers, deliveries and the process that runs them."""
+"""The worker runtime: handlers, consumers, and the resilience building blocks they use."""
