@@ -21,6 +21,8 @@ from rabbitflow.errors import (
 )
 from rabbitflow.producer import Producer
 from rabbitflow.topology import Topology, load_topology
+from rabbitflow.worker.breaker import CircuitBreaker
+from rabbitflow.worker.idempotency import MemoryStore, RedisStore, SQLiteStore
 from rabbitflow.worker.message import Message
 from rabbitflow.worker.outcome import Reject
 
@@ -30,6 +32,11 @@ __all__ = [
     "Message",
     "Producer",
     "Reject",
+    # delivery guarantees and resilience
+    "CircuitBreaker",
+    "MemoryStore",
+    "RedisStore",
+    "SQLiteStore",
     # topology
     "Topology",
     "load_topology",

@@ -18,7 +18,10 @@ from rabbitflow.topology.expand import expand
 from rabbitflow.topology.loader import load_topology
 from rabbitflow.topology.schema import Topology
 from rabbitflow.topology.validate import did_you_mean
+from rabbitflow.worker.breaker import CircuitBreaker
 from rabbitflow.worker.handler import HandlerSpec, inspect_handler
+from rabbitflow.worker.idempotency import IdempotencyStore
+from rabbitflow.worker.message import Message
 from rabbitflow.worker.runtime import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,7 +66,10 @@ class App:
                                + did_you_mean(queue, self.topology.queues))
 
     def handler(self, queue: str, *, prefetch: int | None = None,
-                timeout: float | str | None = None, **options: Any) -> Callable[[F], F]:
+                timeout: float | str | None = None,
+                idempotency: IdempotencyStore | None = None,
+                idempotency_key: Callable[[Message], str | None] | None = None,
+                circuit_breaker: CircuitBreaker | None = None) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``queue``.
 
         Args:
@@ -72,6 +78,12 @@ class App:
                 ``RABBITFLOW_PREFETCH``, else 32).
             timeout: seconds (or a duration such as ``"30s"``) after which a run counts
                 as failed.
+            idempotency: a store (`MemoryStore`, `SQLiteStore`, `RedisStore`): a message
+                whose key was processed successfully before is acked without running the
+                handler again.
+            idempotency_key: the key of a message; its ``message_id`` by default.
+            circuit_breaker: stops consuming the queue after consecutive failures and
+                tries one message again after its reset time.
 
         Raises:
             HandlerError: the queue is not in the topology, has a handler already, or the
@@ -83,8 +95,9 @@ class App:
                 raise HandlerError(f"queue {queue!r} has a handler already: "
                                    f"{self.handlers[queue].name}")
             self._check_queue(queue)
-            self.handlers[queue] = inspect_handler(func, queue, prefetch=prefetch,
-                                                   timeout=timeout, **options)
+            self.handlers[queue] = inspect_handler(
+                func, queue, prefetch=prefetch, timeout=timeout, idempotency=idempotency,
+                idempotency_key=idempotency_key, circuit_breaker=circuit_breaker)
             return func
 
         return register

@@ -260,6 +260,9 @@ class Publisher:
                 if progress is not None:
                     progress(index)
 
+        # Open the channel first: publishes then reach it in the order given, which the
+        # broker keeps per channel (tasks racing to open it would reorder the first few).
+        await self._underlay()
         index = 0
         async for item in _aiter(messages):
             await slots.acquire()

@@ -9,6 +9,7 @@ duplicate a message but never lose it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -22,12 +23,22 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from rabbitflow.amqp.publish import Publisher
-from rabbitflow.errors import HandlerTimeout, PublishError, Unroutable
+from rabbitflow.errors import BodyDecodeError, HandlerTimeout, PublishError, Unroutable
 from rabbitflow.topology.schema import RetryPolicy, retry_queue_name
+from rabbitflow.worker.breaker import BreakerState, CircuitBreaker
 from rabbitflow.worker.codec import encode
 from rabbitflow.worker.handler import HandlerSpec
+from rabbitflow.worker.idempotency import IdempotencyStore, acquire
 from rabbitflow.worker.message import Message
-from rabbitflow.worker.outcome import ACK, Action, Decision, decide, describe, failure_headers
+from rabbitflow.worker.outcome import (
+    ACK,
+    Action,
+    Decision,
+    Reject,
+    decide,
+    describe,
+    failure_headers,
+)
 
 log = structlog.get_logger("rabbitflow.worker")
 
@@ -80,6 +91,16 @@ class QueueConsumer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = log.bind(queue=route.queue, handler=spec.name)
+        self.store: IdempotencyStore | None = spec.options.get("idempotency")
+        self._key_of: Callable[[Message], str | None] = (
+            spec.options.get("idempotency_key") or (lambda m: m.message_id))
+        self._lease = max(60.0, 2 * (spec.timeout or 0))
+        self.breaker: CircuitBreaker | None = spec.options.get("circuit_breaker")
+        self.paused = False
+        """True while an open circuit breaker holds consumption (on purpose)."""
+        self._resume: asyncio.Task[None] | None = None
+        if self.breaker is not None:
+            self.breaker.add_listener(self._breaker_changed)
 
     async def start(self, connection: AbstractConnection) -> None:
         """Open a channel, set its prefetch and start consuming."""
@@ -88,10 +109,60 @@ class QueueConsumer:
         raw = await self._channel.get_underlay_channel()
         await raw.basic_qos(prefetch_count=self.prefetch)
         raw.on_consumer_cancel_callbacks.add(self._broker_cancelled)
-        ok = await raw.basic_consume(self.route.queue, self._on_delivery, no_ack=False)
-        self._raw, self._tag = raw, ok.consumer_tag
+        self._raw = raw
         self.active = True
+        if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
+            self._pause()
+            return
+        await self._consume(self.prefetch)
         self._log.info("consumer started", prefetch=self.prefetch)
+
+    async def _consume(self, prefetch: int) -> None:
+        assert self._raw is not None
+        await self._raw.basic_qos(prefetch_count=prefetch)
+        ok = await self._raw.basic_consume(self.route.queue, self._on_delivery, no_ack=False)
+        self._tag = ok.consumer_tag
+        self.paused = False
+
+    # -- circuit breaker -----------------------------------------------------------
+
+    def _breaker_changed(self, old: BreakerState, new: BreakerState) -> None:
+        self._log.warning("circuit breaker changed", old=old.value, new=new.value)
+        if new is BreakerState.OPEN and not self._stopping:
+            self._pause()
+        elif new is BreakerState.CLOSED and old is BreakerState.HALF_OPEN:
+            asyncio.get_running_loop().create_task(self._restore_prefetch())
+
+    def _pause(self) -> None:
+        """Stop consuming while the breaker is open: messages wait in the queue instead
+        of burning their retries against a failing downstream."""
+        if self._resume is not None and not self._resume.done():
+            return
+        self._resume = asyncio.get_running_loop().create_task(self._pause_then_try_one())
+
+    async def _pause_then_try_one(self) -> None:
+        assert self.breaker is not None
+        raw, tag = self._raw, self._tag
+        self.paused, self._tag = True, None
+        if raw is not None and not raw.is_closed and tag is not None:
+            with contextlib.suppress(*_CHANNEL_GONE):
+                await raw.basic_cancel(tag)
+        wait = self.breaker.seconds_until_half_open()
+        self._log.warning("circuit open: consuming paused", resume_in_s=round(wait, 3))
+        await asyncio.sleep(wait)
+        if self._stopping or self._raw is None or self._raw.is_closed:
+            return
+        if self.breaker.state is BreakerState.HALF_OPEN:
+            # One message at a time until a success closes the breaker again.
+            await self._consume(1)
+            self._log.info("circuit half-open: trying one message")
+
+    async def _restore_prefetch(self) -> None:
+        raw = self._raw
+        if raw is not None and not raw.is_closed:
+            with contextlib.suppress(*_CHANNEL_GONE):
+                await raw.basic_qos(prefetch_count=self.prefetch)
+        self._log.info("circuit closed: consuming at full prefetch", prefetch=self.prefetch)
 
     def _broker_cancelled(self, frame: Basic.Cancel) -> None:
         if frame.consumer_tag != self._tag or self._stopping:
@@ -108,6 +179,8 @@ class QueueConsumer:
         """
         self._stopping = True
         self.active = False
+        if self._resume is not None:
+            self._resume.cancel()
         raw = self._raw
         if raw is not None and not raw.is_closed and self._tag is not None:
             try:
@@ -166,20 +239,43 @@ class QueueConsumer:
         )
         spec = self.spec
         started = time.perf_counter()
+        key = None
         try:
+            if self.store is not None:
+                key = self._key_of(message)
+                if key is not None and not await acquire(self.store, key, lease=self._lease,
+                                                         poll_interval=0.05,
+                                                         max_wait=self._lease):
+                    self._log.info("duplicate skipped", message_id=message.message_id,
+                                   key=key, outcome="ack")
+                    await self._ack(channel, tag)
+                    self._observe(ACK.action.value, started)
+                    return
             body = spec.decoder(raw.body, props.content_type) if spec.decoder else None
             result = await self._invoke(body, message)
         except asyncio.CancelledError:
             # Shutdown timeout or a lost channel: the message goes back untouched.
+            if key is not None and self.store is not None:
+                await asyncio.shield(self.store.release(key))
             if not channel.is_closed:
                 await asyncio.shield(self._nack(channel, tag, requeue=True))
             self._observe("requeue", started)
             raise
         except Exception as exc:
+            if key is not None and self.store is not None:
+                await self.store.release(key)
+            if self.breaker is not None and not isinstance(exc, Reject | BodyDecodeError):
+                self.breaker.record_failure()
             decision = decide(exc, attempt=message.attempt, retry=self.route.retry,
                               dead_letters=self.route.dead_letter is not None)
             await self._fail(raw, message, decision, exc, channel, tag, started)
             return
+        if key is not None and self.store is not None:
+            # Recorded before the ack: a crash in between redelivers a message the store
+            # already knows, which is then skipped.
+            await self.store.complete(key)
+        if self.breaker is not None:
+            self.breaker.record_success()
         if message.reply_to:
             await self._reply(message, result)
         await self._ack(channel, tag)

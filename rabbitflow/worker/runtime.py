@@ -17,7 +17,7 @@ from rabbitflow.amqp.declare import declare
 from rabbitflow.amqp.publish import Publisher
 from rabbitflow.errors import BrokerUnavailable, RabbitflowError
 from rabbitflow.settings import Settings
-from rabbitflow.topology.expand import Declarations, dead_letter_route
+from rabbitflow.topology.expand import Declarations, dead_letter_route, physical_queues
 from rabbitflow.topology.schema import Topology
 from rabbitflow.worker.consumer import OutcomeObserver, QueueConsumer, Route
 from rabbitflow.worker.handler import HandlerSpec
@@ -29,9 +29,25 @@ RECONNECT_MAX = 5.0
 
 
 def routes_for(topology: Topology, queue: str) -> list[Route]:
-    """The physical queues a handler of ``queue`` consumes, with their failure routes."""
+    """The physical queues a handler of ``queue`` consumes (the queue, or each of its
+    partitions), with their failure routes."""
     declared = topology.queues[queue]
-    return [Route(queue, queue, declared.retry, dead_letter_route(queue, declared))]
+    dead_letter = dead_letter_route(queue, declared)
+    return [Route(physical, queue, declared.retry, dead_letter)
+            for physical in physical_queues(topology, queue)]
+
+
+def default_prefetch(topology: Topology, spec: HandlerSpec, fallback: int) -> int:
+    """The handler's prefetch; 1 for ordered queues (partitions or single active
+    consumer), where running two deliveries at once would reorder them."""
+    if spec.prefetch is not None:
+        queue = topology.queues[spec.queue]
+        if spec.prefetch > 1 and (queue.partitions or queue.single_active_consumer):
+            log.warning("prefetch > 1 on an ordered queue: deliveries may run out of order",
+                        queue=spec.queue, prefetch=spec.prefetch)
+        return spec.prefetch
+    queue = topology.queues[spec.queue]
+    return 1 if queue.partitions or queue.single_active_consumer else fallback
 
 
 class Worker:
@@ -49,7 +65,8 @@ class Worker:
         self.executor = ThreadPoolExecutor(max_workers=max(4, min(sync_slots, 256)),
                                            thread_name_prefix="rabbitflow-handler")
         self.consumers = [
-            QueueConsumer(spec, route, prefetch=spec.prefetch or prefetch, publisher=publisher,
+            QueueConsumer(spec, route, prefetch=default_prefetch(topology, spec, prefetch),
+                          publisher=publisher,
                           executor=self.executor, on_cancelled=self._consumer_cancelled,
                           observer=observer)
             for spec in specs for route in routes_for(topology, spec.queue)

@@ -12,121 +12,20 @@ import collections
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rabbitflow.amqp.publish import Outgoing
-from rabbitflow.producer import Producer
-from tests.helpers import (
-    close_connections,
-    connections,
-    consumer_count_of,
-    message_count,
-    queue_info,
-    wait_for,
+from tests.helpers import close_connections, message_count, queue_info, wait_for
+from tests.integration.worker.procs import (
+    consumer_count,
+    publish_ids,
+    started_consuming,
+    worker_connected,
 )
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
-
-TOPOLOGY = """
-version: 1
-queues:
-  jobs:
-    type: quorum
-    retry: {max_retries: 2, delay: 100ms}
-"""
-ROOT = Path(__file__).resolve().parents[3]
-
-
-class Worker:
-    """A ``rabbitflow run`` subprocess and its ledger."""
-
-    def __init__(self, tmp_path: Path, amqp_url: str, **env: str) -> None:
-        self.ledger = tmp_path / "ledger.txt"
-        self.ledger.touch()
-        self.log = tmp_path / "worker.log"
-        topology = tmp_path / "topology.yaml"
-        topology.write_text(TOPOLOGY)
-        self.env = {**os.environ, "TOPOLOGY": str(topology), "LEDGER": str(self.ledger),
-                    "RABBITFLOW_URL": amqp_url, "RABBITFLOW_LOG_FORMAT": "json",
-                    "PYTHONPATH": str(ROOT), **env}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as log:  # a file, not a pipe: a full pipe would block it
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "rabbitflow", "run",
-                 "tests.integration.worker.apps.ledger:app", *args],
-                env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        return self.process
-
-    def lines(self) -> list[list[str]]:
-        return [line.split() for line in self.ledger.read_text().splitlines() if line]
-
-    def done(self) -> collections.Counter[str]:
-        return collections.Counter(p[0] for p in self.lines() if p[4] == "done")
-
-    def started(self) -> collections.Counter[str]:
-        return collections.Counter(p[0] for p in self.lines() if p[4] == "start")
-
-    def stop(self) -> int:
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@pytest.fixture
-def worker(tmp_path: Path, amqp_url: str) -> Iterator[Any]:
-    made: list[Worker] = []
-
-    def make(**env: str) -> Worker:
-        w = Worker(_dir(tmp_path, len(made)), amqp_url, **env)
-        made.append(w)
-        return w
-
-    yield make
-    for w in made:
-        if w.process is not None and w.process.poll() is None:
-            w.process.kill()
-            w.process.wait()
-
-
-def _dir(tmp_path: Path, n: int) -> Path:
-    d = tmp_path / f"w{n}"
-    d.mkdir()
-    return d
-
-
-async def publish_ids(amqp_url: str, ids: range) -> None:
-    async with Producer(amqp_url) as producer:
-        result = await producer.publish_many(
-            (Outgoing("", "jobs", {"id": i}) for i in ids), window=500)
-    assert result.ok
-    assert len(result.confirmed) == len(ids)
-
-
-async def started_consuming(vhost: str, consumers: int = 1) -> None:
-    """Wait until ``jobs`` has this many consumers (a passive declare: exact, no lag)."""
-
-    async def ready() -> bool:
-        return await consumer_count(vhost) == consumers
-
-    await wait_for(ready, timeout=20, interval=0.1, message=f"{consumers} consumer(s)")
-
 
 async def test_sigterm_lets_in_flight_handlers_finish(worker: Any, amqp_url: str, vhost: str,
                                                       channel: Any) -> None:
@@ -192,7 +91,7 @@ async def test_survives_closed_connections(worker: Any, amqp_url: str, vhost: st
     await channel.close()
     recoveries = []
     for _ in range(2):
-        await wait_for(lambda: _worker_connected(vhost), timeout=20, interval=0.2,
+        await wait_for(lambda: worker_connected(vhost), timeout=20, interval=0.2,
                        message="worker connection listed")
         assert close_connections(vhost) >= 1
         began = time.monotonic()
@@ -206,15 +105,6 @@ async def test_survives_closed_connections(worker: Any, amqp_url: str, vhost: st
     assert set(w.done()) == {str(i) for i in range(600)}
     print(f"recovery after close: {[round(r, 2) for r in recoveries]} s")
     assert max(recoveries) < 10
-
-
-async def consumer_count(vhost: str) -> int:
-    return await consumer_count_of(f"amqp://guest:guest@127.0.0.1:5672/{vhost}", "jobs")
-
-
-def _worker_connected(vhost: str) -> bool:
-    names = [c.get("client_properties", {}).get("connection_name") for c in connections(vhost)]
-    return "rabbitflow-worker" in names
 
 
 async def test_prefetch_bounds_unacked_messages(worker: Any, amqp_url: str, vhost: str) -> None:

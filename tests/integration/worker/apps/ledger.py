@@ -1,7 +1,8 @@
 """A worker for process-level tests: records every delivery in a ledger file.
 
 Environment: LEDGER (file to append to), TOPOLOGY (file), HANDLER_SLEEP (seconds),
-HANDLER_PREFETCH, HANDLER_SYNC=1 for a plain def handler.
+HANDLER_PREFETCH, HANDLER_SYNC=1 for a plain def handler, QUEUE (default ``jobs``),
+IDEMPOTENCY (``sqlite:PATH`` or a ``redis://`` URL) for an idempotent handler.
 """
 
 from __future__ import annotations
@@ -9,24 +10,36 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import Any
 
-from rabbitflow import App, Message
+from rabbitflow import App, Message, RedisStore, SQLiteStore
 
 app = App(os.environ["TOPOLOGY"])
 LEDGER = os.environ["LEDGER"]
 SLEEP = float(os.environ.get("HANDLER_SLEEP", "0"))
-PREFETCH = int(os.environ.get("HANDLER_PREFETCH", "10"))
+PREFETCH = int(os.environ["HANDLER_PREFETCH"]) if "HANDLER_PREFETCH" in os.environ else None
+QUEUE = os.environ.get("QUEUE", "jobs")
+
+
+def _store() -> Any:
+    spec = os.environ.get("IDEMPOTENCY")
+    if not spec:
+        return None
+    if spec.startswith("sqlite:"):
+        return SQLiteStore(spec.removeprefix("sqlite:"))
+    return RedisStore(url=spec, prefix=os.environ.get("IDEMPOTENCY_PREFIX", "rf-test:"))
 
 
 def record(body: dict[str, object], message: Message, what: str) -> None:
-    line = f"{body['id']} {message.attempt} {int(message.redelivered)} {os.getpid()} {what}\n"
+    line = (f"{body['id']} {message.attempt} {int(message.redelivered)} {os.getpid()} {what} "
+            f"{body.get('key', '-')} {body.get('seq', '-')}\n")
     with open(LEDGER, "a") as f:  # one write per line: whole lines even under kill -9
         f.write(line)
 
 
 if os.environ.get("HANDLER_SYNC") == "1":
 
-    @app.handler("jobs", prefetch=PREFETCH)
+    @app.handler(QUEUE, prefetch=PREFETCH, idempotency=_store())
     def handle_sync(body: dict[str, object], message: Message) -> None:
         record(body, message, "start")
         time.sleep(SLEEP)
@@ -34,7 +47,7 @@ if os.environ.get("HANDLER_SYNC") == "1":
 
 else:
 
-    @app.handler("jobs", prefetch=PREFETCH)
+    @app.handler(QUEUE, prefetch=PREFETCH, idempotency=_store())
     async def handle(body: dict[str, object], message: Message) -> None:
         record(body, message, "start")
         if SLEEP:
