@@ -53,9 +53,14 @@ class DeclareConflict(RabbitflowError):
         self.vhost, self.kind, self.name = vhost, kind, name
         self.argument, self.existing, self.declared = argument, existing, declared
         super().__init__(
-            f"vhost {vhost!r}: {kind} {name!r} exists with {argument}={existing!r}, "
-            f"the files declare {argument}={declared!r}; delete it or align the files"
+            f"vhost {vhost!r}: {kind} {name!r} exists with {argument}={_shown(existing)}, "
+            f"the files declare {argument}={_shown(declared)}; delete it or align the files"
         )
+
+
+def _shown(value: object) -> str:
+    """A value in an error line; None is an argument the object does not set."""
+    return "(not set)" if value is None else repr(value)
 
 
 class ManagementError(RabbitflowError):

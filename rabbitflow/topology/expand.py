@@ -98,8 +98,15 @@ def expand(topology: Topology) -> Declarations:
     queues: list[QueueDecl] = []
     bindings: list[BindingDecl] = []
     for name, queue in topology.queues.items():
-        queues.append(QueueDecl(name, queue.durable, queue.exclusive, queue.auto_delete,
-                                queue_arguments(queue, name)))
+        queues.append(
+            QueueDecl(
+                name,
+                queue.durable,
+                queue.exclusive,
+                queue.auto_delete,
+                queue_arguments(queue, name),
+            )
+        )
         for b in queue.bind:
             bindings += _queue_bindings(name, b)
         for delay in retry_delays(queue):
@@ -192,13 +199,26 @@ def _retry_queue(name: str, queue: Queue, delay: int) -> QueueDecl:
     if queue.type is QueueType.QUORUM:
         # at-least-once dead-lettering moves the message back only once Q confirmed it,
         # and requires reject-publish overflow.
-        args = {"x-queue-type": "quorum", **args, "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish"}
-    return QueueDecl(retry_queue_name(name, delay), queue.durable, arguments=args,
-                     role=Role.RETRY, owner=name)
+        args = {
+            "x-queue-type": "quorum",
+            **args,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+    return QueueDecl(
+        retry_queue_name(name, delay), queue.durable, arguments=args, role=Role.RETRY, owner=name
+    )
 
 
 __all__ = [
-    "BindingDecl", "Declarations", "ExchangeDecl", "ExchangeType", "QueueDecl", "Role",
-    "dead_letter_route", "expand", "queue_arguments", "retry_delays",
+    "BindingDecl",
+    "Declarations",
+    "ExchangeDecl",
+    "ExchangeType",
+    "QueueDecl",
+    "Role",
+    "dead_letter_route",
+    "expand",
+    "queue_arguments",
+    "retry_delays",
 ]

@@ -27,9 +27,15 @@ Path = tuple[str | int, ...]
 """Keys from the document root: ``("queues", "orders", "bind", 0, "exchange")``."""
 
 _ALLOWED_TAGS = {
-    "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
-    "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:timestamp",
-    "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:merge",
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:timestamp",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+    "tag:yaml.org,2002:merge",
 }
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
@@ -84,7 +90,8 @@ class _Reader:
             raise _TooLarge(node)
         if depth > MAX_DEPTH:
             raise _TooDeep(node)
-        self.source.value_marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        mark = node.start_mark
+        self.source.value_marks.setdefault(path, (mark.line + 1, mark.column + 1))
         if node.tag not in _ALLOWED_TAGS:
             self.fail(node, path, f"tag {node.tag} is not allowed in topology files")
             return None
@@ -101,7 +108,10 @@ class _Reader:
         if "${" in node.value:
             expanded = self.expand(node, path)
             if node.style is None:  # a plain scalar is typed after expansion: ${N} → int
-                tag = self.loader.resolve(yaml.ScalarNode, expanded, (True, False))
+                # PyYAML's resolver is untyped.
+                tag = self.loader.resolve(  # type: ignore[no-untyped-call]
+                    yaml.ScalarNode, expanded, (True, False)
+                )
                 if tag in _ALLOWED_TAGS and tag != "tag:yaml.org,2002:timestamp":
                     return self.loader.construct_object(yaml.ScalarNode(tag, expanded))
             return expanded
@@ -113,8 +123,12 @@ class _Reader:
             value = self.environ.get(name)
             if value is None or (value == "" and default is not None):
                 if default is None:
-                    self.fail(node, path, f"environment variable {name} is not set "
-                              f"(set it, or write ${{{name}:-default}})")
+                    self.fail(
+                        node,
+                        path,
+                        f"environment variable {name} is not set "
+                        f"(set it, or write ${{{name}:-default}})",
+                    )
                     return ""
                 return default
             return value
@@ -138,11 +152,16 @@ class _Reader:
             key = str(key)
             child = (*path, key)
             if key in result:
-                self.fail(key_node, child, f"duplicate key {key!r} (first at line "
-                          f"{self.source.key_marks[child][0]})")
+                self.fail(
+                    key_node,
+                    child,
+                    f"duplicate key {key!r} (first at line {self.source.key_marks[child][0]})",
+                )
                 continue
-            self.source.key_marks[child] = (key_node.start_mark.line + 1,
-                                            key_node.start_mark.column + 1)
+            self.source.key_marks[child] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
             result[key] = self.read(value_node, child, depth + 1)
         return {**merged, **result}
 
@@ -167,8 +186,9 @@ class _TooDeep(_TooLarge):
     pass
 
 
-def read_source(file: str, text: str | None = None,
-                environ: Mapping[str, str] | None = None) -> Source:
+def read_source(
+    file: str, text: str | None = None, environ: Mapping[str, str] | None = None
+) -> Source:
     """Read one YAML file (or ``text`` standing for it) into a `Source`.
 
     Problems (unreadable file, syntax error, forbidden tag, size, unset variable) are
@@ -179,8 +199,16 @@ def read_source(file: str, text: str | None = None,
         try:
             size = os.path.getsize(file)
             if size > MAX_FILE_BYTES:
-                source.problems.append(Problem(file, 1, 1, "", f"file is {size} bytes; topology "
-                                               f"files are limited to {MAX_FILE_BYTES} bytes"))
+                source.problems.append(
+                    Problem(
+                        file,
+                        1,
+                        1,
+                        "",
+                        f"file is {size} bytes; topology "
+                        f"files are limited to {MAX_FILE_BYTES} bytes",
+                    )
+                )
                 return source
             with open(file, encoding="utf-8") as f:
                 text = f.read()
@@ -189,8 +217,9 @@ def read_source(file: str, text: str | None = None,
             source.problems.append(Problem(file, 1, 1, "", f"cannot read file: {reason}"))
             return source
     if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
-        source.problems.append(Problem(file, 1, 1, "", f"topology files are limited to "
-                                       f"{MAX_FILE_BYTES} bytes"))
+        source.problems.append(
+            Problem(file, 1, 1, "", f"topology files are limited to {MAX_FILE_BYTES} bytes")
+        )
         return source
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -204,17 +233,22 @@ def read_source(file: str, text: str | None = None,
         source.problems.append(Problem(file, 1, 1, "", f"YAML error: {exc}"))
         return source
     if node is None:
-        source.problems.append(Problem(file, 1, 1, "", "file is empty: a topology starts with "
-                                       "'version: 1'"))
+        source.problems.append(
+            Problem(file, 1, 1, "", "file is empty: a topology starts with 'version: 1'")
+        )
         return source
     reader = _Reader(source, os.environ if environ is None else environ)
     try:
         source.data = reader.read(node, ())
     except _TooLarge as exc:
         mark = exc.node.start_mark
-        what = ("nested too deeply" if isinstance(exc, _TooDeep)
-                else f"more than {MAX_NODES} values (an alias bomb?)")
-        source.problems.append(Problem(file, mark.line + 1, mark.column + 1, "",
-                                       f"document refused: {what}"))
+        what = (
+            "nested too deeply"
+            if isinstance(exc, _TooDeep)
+            else f"more than {MAX_NODES} values (an alias bomb?)"
+        )
+        source.problems.append(
+            Problem(file, mark.line + 1, mark.column + 1, "", f"document refused: {what}")
+        )
         source.data = None
     return source
