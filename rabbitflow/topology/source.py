@@ -93,7 +93,8 @@ class _Reader:
         mark = node.start_mark
         self.source.value_marks.setdefault(path, (mark.line + 1, mark.column + 1))
         if node.tag not in _ALLOWED_TAGS:
-            self.fail(node, path, f"tag {node.tag} is not allowed in topology files")
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            self.fail(node, path, f"tag {tag} is not allowed in topology files")
             return None
         if isinstance(node, yaml.MappingNode):
             return self.read_mapping(node, path, depth)
@@ -144,6 +145,10 @@ class _Reader:
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 self.fail(key_node, path, "keys must be plain strings")
+                continue
+            if key_node.tag not in _ALLOWED_TAGS:
+                tag = key_node.tag.replace("tag:yaml.org,2002:", "!!")
+                self.fail(key_node, path, f"tag {tag} is not allowed in topology files")
                 continue
             key = self.read_scalar(key_node, path)
             if key is None or isinstance(key, bool | float):
@@ -226,7 +231,7 @@ def read_source(
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        message = ": ".join(str(part) for part in (exc.context, exc.problem) if part)
         source.problems.append(Problem(file, line, col, "", f"YAML syntax error: {message}"))
         return source
     except yaml.YAMLError as exc:
