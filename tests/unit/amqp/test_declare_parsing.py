@@ -48,8 +48,14 @@ def test_inequivalent_arg_is_read(
 ) -> None:
     conflict = parse_inequivalent(reply, declared)
     assert conflict is not None
-    got = (conflict.vhost, conflict.kind, conflict.name, conflict.argument,
-           conflict.existing, conflict.declared)
+    got = (
+        conflict.vhost,
+        conflict.kind,
+        conflict.name,
+        conflict.argument,
+        conflict.existing,
+        conflict.declared,
+    )
     assert got == expected
 
 

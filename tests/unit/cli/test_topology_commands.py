@@ -24,12 +24,9 @@ def test_validate_prints_one_summary_line_per_file(runner: CliRunner) -> None:
     result = runner.invoke(main, ["validate", *files])
     assert result.exit_code == 0
     assert result.stdout.splitlines() == [
-        f"{files[0]}: ok (3 exchanges, 7 queues, 7 retry queues, 3 dead-letter queues, "
-        "9 bindings)",
-        f"{files[1]}: ok (2 exchanges, 4 queues, 5 retry queues, 3 dead-letter queues, "
-        "7 bindings)",
-        f"{files[2]}: ok (1 exchange, 1 queue, 0 retry queues, 0 dead-letter queues, "
-        "2 bindings)",
+        f"{files[0]}: ok (3 exchanges, 7 queues, 7 retry queues, 3 dead-letter queues, 9 bindings)",
+        f"{files[1]}: ok (2 exchanges, 4 queues, 5 retry queues, 3 dead-letter queues, 7 bindings)",
+        f"{files[2]}: ok (1 exchange, 1 queue, 0 retry queues, 0 dead-letter queues, 2 bindings)",
     ]
 
 
@@ -55,22 +52,28 @@ def test_validate_never_prints_a_traceback_for_hostile_yaml(
 
 
 def test_validate_accepts_the_common_options_after_the_command(runner: CliRunner) -> None:
-    result = runner.invoke(main, ["validate", ORDERS, "--url", "amqp://u:p@127.0.0.1:1/",
-                                  "--log-format", "json"])
+    result = runner.invoke(
+        main, ["validate", ORDERS, "--url", "amqp://u:p@127.0.0.1:1/", "--log-format", "json"]
+    )
     assert result.exit_code == 0
 
 
 def test_dry_run_lists_objects_and_connects_to_nothing(runner: CliRunner) -> None:
     # Port 1 refuses connections: a dry run that tried to connect would fail.
-    result = runner.invoke(main, ["declare", ORDERS, "--dry-run", "--url",
-                                  "amqp://guest:secret@127.0.0.1:1/"])
+    result = runner.invoke(
+        main, ["declare", ORDERS, "--dry-run", "--url", "amqp://guest:secret@127.0.0.1:1/"]
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert "would declare exchange orders (topic) {'alternate-exchange': 'orders.unrouted'}" in lines
-    assert "would declare queue    payments.charge.retry.200ms {'x-queue-type': 'quorum', " \
-        "'x-message-ttl': 200, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': " \
-        "'payments.charge', 'x-dead-letter-strategy': 'at-least-once', 'x-overflow': " \
+    assert (
+        "would declare exchange orders (topic) {'alternate-exchange': 'orders.unrouted'}" in lines
+    )
+    assert (
+        "would declare queue    payments.charge.retry.200ms {'x-queue-type': 'quorum', "
+        "'x-message-ttl': 200, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': "
+        "'payments.charge', 'x-dead-letter-strategy': 'at-least-once', 'x-overflow': "
         "'reject-publish'}" in lines
+    )
     assert "would bind    binding  orders -> notifications [order.*]" in lines
 
 

@@ -64,8 +64,11 @@ class TestEnvironmentExpansion:
 class TestMergingFiles:
     def test_objects_of_several_files_are_merged(self, tmp_path: Path) -> None:
         a = _write(tmp_path, "a.yaml", ORDERS)
-        b = _write(tmp_path, "b.yaml", "version: 1\nqueues:\n  audit:\n"
-                   "    bind: [{exchange: orders, routing_key: '#'}]\n")
+        b = _write(
+            tmp_path,
+            "b.yaml",
+            "version: 1\nqueues:\n  audit:\n    bind: [{exchange: orders, routing_key: '#'}]\n",
+        )
         topology = load_topology([a, b])
         assert set(topology.queues) == {"billing", "audit"}
 
