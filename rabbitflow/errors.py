@@ -63,6 +63,11 @@ def _shown(value: object) -> str:
     return "(not set)" if value is None else repr(value)
 
 
+class DeclareFailed(RabbitflowError):
+    """Raised when the broker refuses a declaration for a reason other than a conflict
+    (access refused, a binding to a missing exchange, an unknown exchange type)."""
+
+
 class ManagementError(RabbitflowError):
     """Raised when the RabbitMQ management HTTP API is unreachable or refuses a request."""
 

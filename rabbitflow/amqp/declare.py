@@ -9,8 +9,9 @@ and declaring goes on, so one run reports every conflict.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -18,8 +19,11 @@ from typing import Any
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from rabbitflow.errors import DeclareConflict, RabbitflowError
+from rabbitflow.errors import DeclareConflict, DeclareFailed
 from rabbitflow.topology.expand import BindingDecl, Declarations, ExchangeDecl, QueueDecl
+
+_Call = Callable[[aiormq.abc.AbstractChannel], Awaitable[None]]
+"""One declare call on a channel: passive or real."""
 
 DECLARE_TIMEOUT = 10.0
 """Seconds allowed for one declare or bind frame to be answered."""
@@ -53,10 +57,6 @@ class DeclareResult:
 
     def __str__(self) -> str:
         return f"{self.status.value:<8} {self.kind:<8} {self.name}"
-
-
-class DeclareFailed(RabbitflowError):
-    """Raised when the broker refuses a declaration for a reason other than a conflict."""
 
 
 async def declare(
@@ -250,56 +250,60 @@ class _Declarer:
         return await self._object("queue", q.name, passive, real, declared)
 
     async def _object(
-        self, kind: str, name: str, passive: Any, real: Any, declared: Mapping[str, Any]
+        self, kind: str, name: str, passive: _Call, real: _Call, declared: Mapping[str, Any]
     ) -> DeclareResult:
-        try:
-            await passive(await self.underlay())
-            status = Status.EXISTS
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            self._closed()
-            status = Status.CREATED
-        except aiormq.exceptions.ChannelAccessRefused as exc:
-            self._closed()
-            raise DeclareFailed(self._refused(kind, name, exc)) from None
-        try:
-            await real(await self.underlay())
-        except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            self._closed()
-            conflict = parse_inequivalent(_reply_text(exc), declared)
-            if conflict is None:
-                raise DeclareFailed(self._refused(kind, name, exc)) from None
-            return DeclareResult(kind, name, Status.CONFLICT, conflict)
-        except aiormq.exceptions.AMQPChannelError as exc:
-            self._closed()
-            raise DeclareFailed(self._refused(kind, name, exc)) from None
+        async with self._failures(kind, name):
+            try:
+                await passive(await self.underlay())
+                status = Status.EXISTS
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                self._closed()
+                status = Status.CREATED
+            try:
+                await real(await self.underlay())
+            except aiormq.exceptions.ChannelPreconditionFailed as exc:
+                conflict = parse_inequivalent(_reply_text(exc), declared)
+                if conflict is None:
+                    raise
+                self._closed()
+                return DeclareResult(kind, name, Status.CONFLICT, conflict)
         return DeclareResult(kind, name, status)
 
     async def bind(self, b: BindingDecl) -> DeclareResult:
-        ch = await self.underlay()
+        label = binding_label(b)
+        async with self._failures("binding", label):
+            ch = await self.underlay()
+            bind = ch.exchange_bind if b.destination_type == "exchange" else ch.queue_bind
+            await bind(
+                b.destination,
+                b.source,
+                b.routing_key,
+                arguments=dict(b.arguments),
+                timeout=DECLARE_TIMEOUT,
+            )
+        return DeclareResult("binding", label, Status.BOUND)
+
+    @contextlib.asynccontextmanager
+    async def _failures(self, kind: str, name: str) -> AsyncIterator[None]:
+        """Turn what the broker refuses into one `DeclareFailed` line naming the object."""
+        where = f"vhost {self.vhost!r}: cannot declare {kind} {name!r}"
         try:
-            if b.destination_type == "exchange":
-                await ch.exchange_bind(
-                    b.destination,
-                    b.source,
-                    b.routing_key,
-                    arguments=dict(b.arguments),
-                    timeout=DECLARE_TIMEOUT,
-                )
-            else:
-                await ch.queue_bind(
-                    b.destination,
-                    b.source,
-                    b.routing_key,
-                    arguments=dict(b.arguments),
-                    timeout=DECLARE_TIMEOUT,
-                )
+            yield
         except aiormq.exceptions.AMQPChannelError as exc:
             self._closed()
-            raise DeclareFailed(self._refused("binding", binding_label(b), exc)) from None
-        return DeclareResult("binding", binding_label(b), Status.BOUND)
-
-    def _refused(self, kind: str, name: str, exc: BaseException) -> str:
-        return f"vhost {self.vhost!r}: cannot declare {kind} {name!r}: {_reply_text(exc)}"
+            raise DeclareFailed(f"{where}: {_reply_text(exc)}") from None
+        except aiormq.exceptions.AMQPConnectionError as exc:
+            # Errors such as an unknown exchange type close the whole connection.
+            raise DeclareFailed(
+                f"{where}: {_reply_text(exc)} (the broker closed the connection)"
+            ) from None
+        except TimeoutError:
+            raise DeclareFailed(
+                f"{where}: no answer from the broker within {DECLARE_TIMEOUT:g}s"
+            ) from None
+        except (ConnectionError, RuntimeError):
+            # aio-pika raises RuntimeError when opening a channel on a closed connection.
+            raise DeclareFailed(f"{where}: the connection to the broker is closed") from None
 
 
 def _reply_text(exc: BaseException) -> str:

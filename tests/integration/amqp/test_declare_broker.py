@@ -9,9 +9,9 @@ import pytest
 from aio_pika.abc import AbstractConnection
 
 from rabbitflow.amqp.connection import connect
-from rabbitflow.amqp.declare import Status, conflicts, declare
+from rabbitflow.amqp.declare import DeclareFailed, Status, conflicts, declare
 from rabbitflow.topology import load_text
-from rabbitflow.topology.expand import expand
+from rabbitflow.topology.expand import BindingDecl, Declarations, ExchangeDecl, QueueDecl, expand
 
 pytestmark = pytest.mark.broker
 
@@ -119,3 +119,27 @@ async def test_an_exchange_of_another_type_is_a_conflict(
 
     assert (conflict.vhost, conflict.kind, conflict.name) == (vhost, "exchange", "orders")
     assert (conflict.argument, conflict.existing, conflict.declared) == ("type", "direct", "topic")
+
+
+async def test_a_binding_the_broker_refuses_is_one_clear_error(
+    connection: AbstractConnection, vhost: str
+) -> None:
+    decls = Declarations((), (QueueDecl("q"),), (BindingDecl("missing", "q"),))
+    with pytest.raises(DeclareFailed) as caught:
+        await declare(connection, decls)
+    assert str(caught.value) == (
+        f"vhost {vhost!r}: cannot declare binding 'missing -> q': NOT_FOUND - no exchange "
+        f"'missing' in vhost '{vhost}'"
+    )
+
+
+async def test_an_unknown_exchange_type_closing_the_connection_is_one_clear_error(
+    connection: AbstractConnection, vhost: str
+) -> None:
+    decls = Declarations((ExchangeDecl("e", "x-no-such-plugin"),), (), ())
+    with pytest.raises(DeclareFailed) as caught:
+        await declare(connection, decls)
+    assert str(caught.value) == (
+        f"vhost {vhost!r}: cannot declare exchange 'e': COMMAND_INVALID - unknown exchange "
+        "type 'x-no-such-plugin' (the broker closed the connection)"
+    )
