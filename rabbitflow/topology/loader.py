@@ -199,10 +199,16 @@ def _to_problem(
     if kind == "missing":
         return source.problem(path[:-1], f"missing required key {loc[-1]!r}", at_key=True)
     message = str(error["msg"]).removeprefix("Value error, ")
+    # pydantic's sentences start with a capital ("Input should be…"); ours do not.
+    message = message.replace("Input should be", "must be", 1)
+    message = message[:1].lower() + message[1:]
+    hint = ""
     if kind in ("enum", "literal_error") and isinstance(error.get("input"), str):
         expected = error.get("ctx", {}).get("expected", "")
         options = [o.strip(" '") for o in expected.replace(" or ", ",").split(",")]
-        message += did_you_mean(error["input"], [o for o in options if o])
+        hint = did_you_mean(error["input"], [o for o in options if o])
+    if hint:
+        message += hint
     elif (
         not message.startswith("invalid")
         and "input" in error

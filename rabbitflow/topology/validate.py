@@ -140,15 +140,20 @@ _TYPE_ONLY: dict[str, tuple[QueueType, ...]] = {
 }
 
 
+def _is_unset(value: object) -> bool:
+    # Identity, not equality: 0 == False, and `delivery_limit: 0` is a setting.
+    return value is None or value is False
+
+
 def _check_queue_options(q: Located[Queue]) -> Iterator[Problem]:
     queue = q.value
     set_fields = queue.model_fields_set
     for option, types in _TYPE_ONLY.items():
         value = getattr(queue, option)
-        if option in set_fields and value not in (None, False) and queue.type not in types:
+        if option in set_fields and not _is_unset(value) and queue.type not in types:
             allowed = " and ".join(t.value for t in types)
             yield q.problem(f"{option} is for {allowed} queues, not {queue.type.value}", option)
-    if queue.type is QueueType.STREAM and queue.dead_letter not in (None, False):
+    if queue.type is QueueType.STREAM and not _is_unset(queue.dead_letter):
         yield q.problem(
             "a stream queue takes no dead_letter (nothing is ever rejected from a stream)",
             "dead_letter",
