@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import click
+from pydantic import ValidationError
 
 from rabbitflow.errors import RabbitflowError
 from rabbitflow.settings import Settings, mask_url
@@ -74,8 +75,12 @@ def settings_from(url: str | None, log_format: str | None, **overrides: Any) -> 
     """Settings from the environment with command-line options on top."""
     try:
         base = Settings()
-    except Exception as exc:  # pydantic's ValidationError: a bad RABBITFLOW_* variable
-        fail(f"invalid RABBITFLOW_* setting: {str(exc).splitlines()[0:3]}")
+    except ValidationError as exc:  # a bad RABBITFLOW_* variable
+        fail("; ".join(
+            f"invalid setting RABBITFLOW_{'_'.join(map(str, e['loc'])).upper()}: "
+            f"{e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors(include_url=False)
+        ))
         raise
     values = {"url": url, "log_format": log_format, **overrides}
     changes = {k: v for k, v in values.items() if v is not None}

@@ -3,7 +3,8 @@
 Exchanges are hexagons (Mermaid) or boxes (dot), queues are cylinders. Solid edges are
 bindings, labelled with their routing key or header match; dashed edges are the paths the
 broker or rabbitflow takes on failure: a retry goes ``Q → Q.retry.<d>`` and comes back to
-``Q`` when the TTL expires, a dead letter goes ``Q → Q.dlx → Q.dlq``.
+``Q`` when the TTL expires, a dead letter goes ``Q → Q.dlx → Q.dlq``, and what an
+exchange cannot route goes to its alternate exchange.
 """
 
 from __future__ import annotations
@@ -127,7 +128,12 @@ def to_mermaid(graph: Graph) -> str:
 
 def to_dot(graph: Graph) -> str:
     """A Graphviz digraph of ``graph``."""
-    lines = ["digraph topology {", "    rankdir=LR;", '    node [fontname="Helvetica"];']
+    lines = [
+        "digraph topology {",
+        "    rankdir=LR;",
+        '    node [fontname="Helvetica"];',
+        '    edge [fontname="Helvetica", fontsize=10];',
+    ]
     fills = {Role.DECLARED: "white", Role.RETRY: "#fff4d6", Role.DEAD_LETTER: "#fde2e1"}
     for n in graph.nodes:
         shape = "hexagon" if n.kind == "exchange" else "cylinder"
@@ -146,6 +152,15 @@ def to_dot(graph: Graph) -> str:
 
 
 def _failure_edges(decls: Declarations, node_id: NodeId) -> Iterator[Edge]:
+    for ex in decls.exchanges:
+        if "alternate-exchange" in ex.arguments:
+            alternate = str(ex.arguments["alternate-exchange"])
+            yield Edge(
+                node_id("exchange", ex.name),
+                node_id("exchange", alternate),
+                "unroutable",
+                dashed=True,
+            )
     for q in decls.queues:
         if q.role is Role.RETRY and q.owner is not None:
             ttl = q.arguments.get("x-message-ttl")

@@ -104,3 +104,14 @@ def test_graph_to_an_unwritable_path_is_one_line(runner: CliRunner, tmp_path: Pa
     result = runner.invoke(main, ["graph", ORDERS, "-o", str(tmp_path / "no" / "such" / "x")])
     assert result.exit_code != 0
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_setting_is_one_line_naming_the_variable(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RABBITFLOW_PREFETCH", "lots")
+    result = runner.invoke(main, ["declare", ORDERS])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: invalid setting RABBITFLOW_PREFETCH: ")
+    assert "(got 'lots')" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
