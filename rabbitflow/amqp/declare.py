@@ -196,8 +196,11 @@ class _Declarer:
         return await self.channel.get_underlay_channel()
 
     async def close(self) -> None:
+        # After a connection-level error the channel is gone with the connection; the
+        # error that ended declaring is the one worth reporting, not this one.
         if self.channel is not None and not self.channel.is_closed:
-            await self.channel.close()
+            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError, ConnectionError):
+                await self.channel.close()
 
     def _closed(self) -> None:
         # The broker closed this channel with the error: the next call opens another.
