@@ -191,6 +191,25 @@ class _TooDeep(_TooLarge):
     pass
 
 
+def _too_deep(text: str) -> tuple[int, int] | None:
+    """Where (line, column, from 1) nesting first exceeds `MAX_DEPTH`, from parser events.
+
+    PyYAML's composer recurses once per level, so a document of ten thousand ``[`` would
+    exhaust Python's stack before our own reader could count; the event parser does not
+    recurse.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            mark = event.start_mark
+            if depth > MAX_DEPTH and mark is not None:
+                return mark.line + 1, mark.column + 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return None
+
+
 def read_source(
     file: str, text: str | None = None, environ: Mapping[str, str] | None = None
 ) -> Source:
@@ -227,6 +246,17 @@ def read_source(
         )
         return source
     try:
+        too_deep = _too_deep(text)
+        if too_deep is not None:
+            source.problems.append(
+                Problem(
+                    file,
+                    *too_deep,
+                    "",
+                    f"document refused: nested more than {MAX_DEPTH} levels deep",
+                )
+            )
+            return source
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
