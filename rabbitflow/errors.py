@@ -48,8 +48,9 @@ class BrokerUnavailable(RabbitflowError):
 class DeclareConflict(RabbitflowError):
     """Raised when an object on the broker differs from its declaration in the files."""
 
-    def __init__(self, vhost: str, kind: str, name: str, argument: str,
-                 existing: object, declared: object) -> None:
+    def __init__(
+        self, vhost: str, kind: str, name: str, argument: str, existing: object, declared: object
+    ) -> None:
         self.vhost, self.kind, self.name = vhost, kind, name
         self.argument, self.existing, self.declared = argument, existing, declared
         super().__init__(

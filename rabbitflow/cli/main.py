@@ -64,10 +64,18 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--url`` and ``--log-format``, accepted after any command name (DESIGN.md §3)."""
-    func = click.option("--url", envvar=None, default=None,
-                        help="AMQP URL(s), comma-separated; default RABBITFLOW_URL.")(func)
-    func = click.option("--log-format", type=click.Choice(["console", "json"]), default=None,
-                        help="Log format; default console on a terminal, else json.")(func)
+    func = click.option(
+        "--url",
+        envvar=None,
+        default=None,
+        help="AMQP URL(s), comma-separated; default RABBITFLOW_URL.",
+    )(func)
+    func = click.option(
+        "--log-format",
+        type=click.Choice(["console", "json"]),
+        default=None,
+        help="Log format; default console on a terminal, else json.",
+    )(func)
     return func
 
 
@@ -76,11 +84,13 @@ def settings_from(url: str | None, log_format: str | None, **overrides: Any) -> 
     try:
         base = Settings()
     except ValidationError as exc:  # a bad RABBITFLOW_* variable
-        fail("; ".join(
-            f"invalid setting RABBITFLOW_{'_'.join(map(str, e['loc'])).upper()}: "
-            f"{e['msg']} (got {e.get('input')!r})"
-            for e in exc.errors(include_url=False)
-        ))
+        fail(
+            "; ".join(
+                f"invalid setting RABBITFLOW_{'_'.join(map(str, e['loc'])).upper()}: "
+                f"{e['msg']} (got {e.get('input')!r})"
+                for e in exc.errors(include_url=False)
+            )
+        )
         raise
     values = {"url": url, "log_format": log_format, **overrides}
     changes = {k: v for k, v in values.items() if v is not None}
