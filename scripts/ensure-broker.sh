@@ -16,7 +16,13 @@ say() { echo "ensure-broker: $*" >&2; }
 
 amqp_up() { (exec 3<>"/dev/tcp/$HOST/5672") 2>/dev/null; }
 management_up() {
-    curl -fsS -o /dev/null -m 5 -u guest:guest "http://$HOST:15672/api/overview" 2>/dev/null
+    # python3 rather than curl: the virtualenv needs python3 anyway; curl may be absent.
+    python3 - "$HOST" <<'PY' 2>/dev/null
+import base64, sys, urllib.request
+request = urllib.request.Request(f"http://{sys.argv[1]}:15672/api/overview")
+request.add_header("Authorization", "Basic " + base64.b64encode(b"guest:guest").decode())
+urllib.request.urlopen(request, timeout=5).read()
+PY
 }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
