@@ -21,8 +21,10 @@ broker:
 demo: venv broker
 	bash scripts/demo.sh
 
+# Fast tier first (no broker), then the broker tier.
 test: venv broker
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -m "not broker"
+	$(VENV)/bin/python -m pytest -m broker
 
 # Unit tests only: no broker needed.
 test-fast: venv
