@@ -48,14 +48,25 @@ class BrokerUnavailable(RabbitflowError):
 class DeclareConflict(RabbitflowError):
     """Raised when an object on the broker differs from its declaration in the files."""
 
-    def __init__(self, vhost: str, kind: str, name: str, argument: str,
-                 existing: object, declared: object) -> None:
+    def __init__(
+        self, vhost: str, kind: str, name: str, argument: str, existing: object, declared: object
+    ) -> None:
         self.vhost, self.kind, self.name = vhost, kind, name
         self.argument, self.existing, self.declared = argument, existing, declared
         super().__init__(
-            f"vhost {vhost!r}: {kind} {name!r} exists with {argument}={existing!r}, "
-            f"the files declare {argument}={declared!r}; delete it or align the files"
+            f"vhost {vhost!r}: {kind} {name!r} exists with {argument}={_shown(existing)}, "
+            f"the files declare {argument}={_shown(declared)}; delete it or align the files"
         )
+
+
+def _shown(value: object) -> str:
+    """A value in an error line; None is an argument the object does not set."""
+    return "(not set)" if value is None else repr(value)
+
+
+class DeclareFailed(RabbitflowError):
+    """Raised when the broker refuses a declaration for a reason other than a conflict
+    (access refused, a binding to a missing exchange, an unknown exchange type)."""
 
 
 class ManagementError(RabbitflowError):

@@ -59,8 +59,9 @@ async def connect(
             raise ConfigError(f"not an AMQP URL: {mask_url(url)} (expected amqp:// or amqps://)")
         try:
             return await asyncio.wait_for(
-                aio_pika.connect(with_heartbeat(url, heartbeat),
-                                 client_properties={"connection_name": name}),
+                aio_pika.connect(
+                    with_heartbeat(url, heartbeat), client_properties={"connection_name": name}
+                ),
                 timeout,
             )
         except TimeoutError:

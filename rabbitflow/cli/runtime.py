@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -102,11 +102,9 @@ def _child_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def _configure_logging(fmt: str, level: str) -> None:
-    try:
-        from rabbitflow.logs import configure_logging  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # logs.py lands with the foundation branch
-        return
+def _configure_logging(fmt: Literal["console", "json"], level: str) -> None:
+    from rabbitflow.logs import configure_logging
+
     configure_logging(fmt, level)
 
 

@@ -1,0 +1,1 @@
+"""Pure output: graphs (and, later, broker definitions) drawn from declarations."""
