@@ -35,3 +35,6 @@ fi
 
 step "the order flow, as mermaid"
 cat "$OUT/orders.mmd"
+
+# The order services at work: retries through delay queues, dead letters with errors.
+.venv/bin/python scripts/demo.py
