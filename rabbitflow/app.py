@@ -54,6 +54,17 @@ class App:
         self.producer = Producer(settings=self.settings, name="rabbitflow-publisher")
         self.worker: Worker | None = None
 
+    def configure(self, settings: Settings | None = None, **changes: Any) -> None:
+        """Replace the settings (or change some), before the app starts.
+
+        Example: ``app.configure(url="amqp://guest:guest@localhost/test")``.
+        """
+        if self.worker is not None:
+            raise ConfigError("configure() must be called before the app starts")
+        base = settings or self.settings
+        self.settings = Settings(**{**base.model_dump(), **changes}) if changes else base
+        self.producer = Producer(settings=self.settings, name="rabbitflow-publisher")
+
     def use_topology(self, topology: TopologySource) -> None:
         """Load (and replace) the topology; checks registered handlers against it."""
         self.topology = load_topology(topology)

@@ -72,9 +72,10 @@ def run(target: str, topologies: tuple[str, ...], queues: str | None, prefetch: 
         sys.exit(supervise(argv, processes, shutdown_timeout=settings.shutdown_timeout))
     try:
         app = load_app(target)
-        app.settings = settings if url else app.settings.model_copy(update={
-            k: v for k, v in settings.model_dump().items() if k != "url"})
-        app.producer = type(app.producer)(settings=app.settings, name="rabbitflow-publisher")
+        # Command-line options and the environment win; a URL given to App(url=...)
+        # stays unless --url was passed.
+        overrides = settings.model_dump(exclude=set() if url else {"url"})
+        app.configure(**overrides)
         if topologies:
             app.use_topology(list(topologies))
         if no_declare:
