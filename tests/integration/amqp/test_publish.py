@@ -75,7 +75,7 @@ async def test_confirmed_publish_lands_in_the_queue(producer: Producer, channel:
 
 
 async def test_unroutable_raises_naming_exchange_and_key(producer: Producer) -> None:
-    with pytest.raises(Unroutable, match="exchange 'quotes'|exchange ''"):
+    with pytest.raises(Unroutable, match=r"exchange '' for routing key 'no.such.queue'"):
         await producer.publish("", "no.such.queue", {"id": 1})
     # the channel survives: the next publish works
     await producer.publish("orders", "order.placed", {"id": 2})
@@ -222,7 +222,7 @@ async def test_memory_alarm_blocks_publishers_then_they_resume(amqp_url: str,
             _rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
             await asyncio.sleep(1.0)
             began = time.monotonic()
-            with pytest.raises(PublishTimeout, match="blocked|within"):
+            with pytest.raises(PublishTimeout, match=r"blocked|within"):
                 await app.publish("orders", "order.b", 2)
             assert time.monotonic() - began < 3
         finally:
