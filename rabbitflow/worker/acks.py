@@ -62,7 +62,9 @@ class Acker:
             return
         channel = self.channel
         if channel.is_closed:
-            return  # the broker requeued them with the channel: redelivery, not loss
+            # The broker requeued them with the channel: redelivery, not loss.
+            self._on_error(aiormq.exceptions.ChannelInvalidStateError("channel closed"))
+            return
         # multiple=True covers every unacked tag up to `last` on this channel; the ones in
         # the prefix that were nacked are settled already and unaffected.
         task = asyncio.ensure_future(channel.basic_ack(last, multiple=True, wait=False))

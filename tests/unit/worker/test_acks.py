@@ -66,8 +66,10 @@ async def test_nacked_deliveries_end_the_run_without_an_ack_of_their_own() -> No
 async def test_closed_channel_sends_nothing() -> None:
     channel: Any = Channel()
     channel.is_closed = True
-    acker = Acker(channel, lambda exc: None)
+    dropped: list[BaseException] = []
+    acker = Acker(channel, dropped.append)
     acker.delivered(1)
     acker.ack(1)
     await settle()
     assert channel.acks == []
+    assert len(dropped) == 1  # reported, so the worker logs the late ack
