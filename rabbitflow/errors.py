@@ -62,6 +62,14 @@ class ManagementError(RabbitflowError):
     """Raised when the RabbitMQ management HTTP API is unreachable or refuses a request."""
 
 
+class ManagementUnavailable(ManagementError):
+    """Raised when the management API does not answer (plugin off, wrong port, timeout)."""
+
+
+class QueueNotFound(RabbitflowError):
+    """Raised when a command needs a queue (a DLQ, a work queue) the broker does not have."""
+
+
 class PublishError(RabbitflowError):
     """Base class of the ways a publish can fail to be confirmed."""
 
