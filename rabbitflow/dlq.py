@@ -1,11 +1,9 @@
 """Dead letters: find a work queue's DLQ, list, replay and purge it without losing any.
 
-Reading uses ``basic.get`` without ack: each get hands out the next message and keeps the
-ones before it unacknowledged, so nothing is consumed. At the end, one
-``basic.nack(multiple, requeue)`` gives every message still held back to the queue, where
-the broker puts it back at its place (classic queues) or ahead of newer messages in the
-order they were taken (quorum queues): count and order stay as they were. A process killed
-midway loses nothing either, since the broker requeues what a closed channel held.
+Reading consumes with manual ack and acks nothing it only looks at. At the end, one
+``basic.nack(multiple, requeue)`` gives every message still held back to the queue, in
+the order it was taken: count and order stay as they were. A process killed midway loses
+nothing either, since the broker requeues what a closed channel held.
 
 Replay publishes each message to its queue through the default exchange, with ``mandatory``
 and a publisher confirm, and acks it in the DLQ only once the broker confirmed: an
@@ -33,8 +31,8 @@ from rabbitflow.dlq_headers import (
 from rabbitflow.errors import QueueNotFound
 from rabbitflow.topology.dead_letters import DeadLetterQueue, find_dead_letter_queue
 
-GET_TIMEOUT = 10.0
-"""Seconds allowed for one ``basic.get``."""
+IDLE_TIMEOUT = 5.0
+"""Seconds without a delivery after which a reader stops early (the queue shrank)."""
 REPLAY_BATCH = 200
 """Messages published before waiting for their confirms."""
 
@@ -56,11 +54,8 @@ async def list_dead_letters(
     """The dead letters of ``dlq`` in queue order (at most ``limit``), leaving them there."""
     out: list[dict[str, Any]] = []
     async with _Reader(connection, dlq.name) as reader:
-        while limit is None or len(out) < limit:
-            message = await reader.next()
-            if message is None:
-                break
-            if _owns(dlq, message.headers):
+        while (message := await reader.next()) is not None:
+            if (limit is None or len(out) < limit) and _owns(dlq, message.headers):
                 out.append(describe(_properties(message), message.body, reader.taken))
     return out
 
@@ -87,10 +82,9 @@ async def replay(
     try:
         async with _Reader(connection, dlq.name) as reader:
             batch: list[tuple[AbstractIncomingMessage, str]] = []
-            while limit is None or result.moved + len(batch) < limit:
-                message = await reader.next()
-                if message is None:
-                    break
+            while (message := await reader.next()) is not None:
+                if limit is not None and result.moved + len(batch) >= limit:
+                    continue  # walked to the end all the same: see _Reader
                 target = dead_letter_target(message.headers)
                 if not _owns(dlq, message.headers) or not matches(message.headers, where):
                     result.skipped += 1
@@ -228,25 +222,45 @@ def _why(exc: BaseException) -> str:
 
 
 class _Reader:
-    """``basic.get`` without ack on its own channel; returns what it holds on exit."""
+    """Consumes a queue with manual ack on its own channel, without acking; on exit every
+    message still held goes back to the queue in one ``basic.nack``.
+
+    It reads as many messages as the queue held when it started (a passive declare
+    counts them), or until no message came for `IDLE_TIMEOUT` seconds (another client took
+    some). Callers walk the whole queue even when they need only its head: a quorum queue
+    puts requeued messages behind the ones never delivered, so giving back only the first
+    N would move them to the end; giving back every message at once keeps the order on
+    both queue types.
+    """
 
     def __init__(self, connection: AbstractConnection, queue: str) -> None:
         self._connection, self._name = connection, queue
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._consumer: str | None = None
+        self.expected = 0
         self.taken = 0
 
     async def __aenter__(self) -> _Reader:
         self._channel = await self._connection.channel()
         self._queue = await passive_queue(self._channel, self._name)
+        self.expected = int(self._queue.declaration_result.message_count or 0)
+        if self.expected:
+            # No prefetch limit: the messages held back would otherwise stall the stream.
+            await self._channel.set_qos(prefetch_count=0)
+            self._consumer = await self._queue.consume(self._inbox.put, no_ack=False)
         return self
 
     async def next(self) -> AbstractIncomingMessage | None:
-        """The next message, unacknowledged; None when the queue has no more ready."""
-        assert self._queue is not None
-        message = await self._queue.get(no_ack=False, fail=False, timeout=GET_TIMEOUT)
-        if message is not None:
-            self.taken += 1
+        """The next message, unacknowledged; None once the queue was walked."""
+        if self.taken >= self.expected:
+            return None
+        try:
+            message = await asyncio.wait_for(self._inbox.get(), IDLE_TIMEOUT)
+        except TimeoutError:
+            return None
+        self.taken += 1
         return message
 
     async def settle(self, message: AbstractIncomingMessage) -> None:
@@ -255,8 +269,10 @@ class _Reader:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._channel is not None
+        assert self._queue is not None
         try:
-            if self.taken and not self._channel.is_closed:
+            if self._consumer is not None and not self._channel.is_closed:
+                await self._queue.cancel(self._consumer)
                 # Delivery tag 0 with multiple: every message still unacked goes back, in
                 # one go (AMQP 0-9-1 basic.nack), so the queue keeps its order.
                 underlay = await self._channel.get_underlay_channel()

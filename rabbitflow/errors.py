@@ -66,6 +66,10 @@ class ManagementUnavailable(ManagementError):
     """Raised when the management API does not answer (plugin off, wrong port, timeout)."""
 
 
+class BrokerError(RabbitflowError):
+    """Raised when the broker closes a channel or stops answering in the middle of a command."""
+
+
 class QueueNotFound(RabbitflowError):
     """Raised when a command needs a queue (a DLQ, a work queue) the broker does not have."""
 

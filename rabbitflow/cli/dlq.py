@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rabbitflow import dlq as dead_letters
-from rabbitflow.amqp.connection import connect
+from rabbitflow.amqp.session import on_broker
 from rabbitflow.cli.main import common_options, fail, handle_errors, main, run_async, settings_from
 from rabbitflow.dlq_headers import parse_where
 from rabbitflow.errors import ConfigError
@@ -140,16 +140,7 @@ def _dead_letter_queue(queue: str, topology_files: Sequence[str]) -> DeadLetterQ
 async def _with_connection(
     settings: Settings, work: Callable[[AbstractConnection], Awaitable[R]]
 ) -> R:
-    connection = await connect(
-        settings.urls,
-        timeout=settings.connect_timeout,
-        heartbeat=settings.heartbeat,
-        name="rabbitflow dlq",
-    )
-    try:
-        return await work(connection)
-    finally:
-        await connection.close()
+    return await on_broker(settings, work, name="rabbitflow dlq")
 
 
 def _print_table(rows: Sequence[dict[str, Any]], target: DeadLetterQueue) -> None:

@@ -63,10 +63,18 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--url`` and ``--log-format``, accepted after any command name (DESIGN.md §3)."""
-    func = click.option("--url", envvar=None, default=None,
-                        help="AMQP URL(s), comma-separated; default RABBITFLOW_URL.")(func)
-    func = click.option("--log-format", type=click.Choice(["console", "json"]), default=None,
-                        help="Log format; default console on a terminal, else json.")(func)
+    func = click.option(
+        "--url",
+        envvar=None,
+        default=None,
+        help="AMQP URL(s), comma-separated; default RABBITFLOW_URL.",
+    )(func)
+    func = click.option(
+        "--log-format",
+        type=click.Choice(["console", "json"]),
+        default=None,
+        help="Log format; default console on a terminal, else json.",
+    )(func)
     return func
 
 

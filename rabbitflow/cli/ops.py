@@ -14,9 +14,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from rabbitflow.amqp.connection import connect, vhost_of
+from rabbitflow.amqp.connection import vhost_of
 from rabbitflow.amqp.management import management_client
 from rabbitflow.amqp.plan import Action, Plan, compare, live_declarations
+from rabbitflow.amqp.session import on_broker
 from rabbitflow.amqp.status import QueueStatus, status_from_amqp, status_from_management
 from rabbitflow.cli import dlq as _dlq  # noqa: F401  (attaches the dlq group to main)
 from rabbitflow.cli.main import common_options, fail, handle_errors, main, run_async, settings_from
@@ -80,16 +81,10 @@ async def _collect_status(
             return await status_from_management(api, vhost, topology), None
     except ManagementUnavailable as exc:
         note = f"{exc}. Showing what AMQP tells (passive declares): no unacked counts and no rates"
-    connection = await connect(
-        settings.urls,
-        timeout=settings.connect_timeout,
-        heartbeat=settings.heartbeat,
-        name="rabbitflow status",
+    rows = await on_broker(
+        settings, lambda c: status_from_amqp(c, topology), name="rabbitflow status"
     )
-    try:
-        return await status_from_amqp(connection, topology), note
-    finally:
-        await connection.close()
+    return rows, note
 
 
 async def _watch_status(
