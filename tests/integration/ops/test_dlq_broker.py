@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,35 +19,51 @@ pytestmark = pytest.mark.broker
 FAILED_AT = "2026-11-29T08:00:00+00:00"
 
 
-async def rabbitflow_dead_letters(channel: AbstractChannel, queue: str, ids: list[str],
-                                  dlx: str | None = None, routing_key: str | None = None,
-                                  error: str = "ValueError: boom") -> None:
+async def rabbitflow_dead_letters(
+    channel: AbstractChannel,
+    queue: str,
+    ids: list[str],
+    dlx: str | None = None,
+    routing_key: str | None = None,
+    error: str = "ValueError: boom",
+) -> None:
     """Publish dead letters the way the worker does: to Q.dlx, with the §2 headers."""
     exchange = await channel.get_exchange(dlx or f"{queue}.dlx")
     for i, message_id in enumerate(ids):
         headers: dict[str, Any] = {
-            "x-rabbitflow-attempt": 3, "x-rabbitflow-queue": queue,
-            "x-rabbitflow-error": error, "x-rabbitflow-failed-at": FAILED_AT,
+            "x-rabbitflow-attempt": 3,
+            "x-rabbitflow-queue": queue,
+            "x-rabbitflow-error": error,
+            "x-rabbitflow-failed-at": FAILED_AT,
             "x-rabbitflow-original-exchange": "orders",
             "x-rabbitflow-original-routing-key": "order.placed",
-            "x-rabbitflow-traceback": "Traceback ...", "tenant": f"t{i % 2}",
+            "x-rabbitflow-traceback": "Traceback ...",
+            "tenant": f"t{i % 2}",
         }
         await exchange.publish(
-            aio_pika.Message(json.dumps({"n": i}).encode(), headers=headers,
-                             message_id=message_id, content_type="application/json",
-                             correlation_id=f"c-{message_id}",
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key=routing_key or queue, mandatory=True)
+            aio_pika.Message(
+                json.dumps({"n": i}).encode(),
+                headers=headers,
+                message_id=message_id,
+                content_type="application/json",
+                correlation_id=f"c-{message_id}",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=routing_key or queue,
+            mandatory=True,
+        )
 
 
-async def broker_dead_letters(channel: AbstractChannel, queue: str, routing_key: str,
-                              ids: list[str]) -> None:
+async def broker_dead_letters(
+    channel: AbstractChannel, queue: str, routing_key: str, ids: list[str]
+) -> None:
     """Publish to the orders exchange and reject from ``queue`` without requeue: the broker
     dead-letters them itself, with ``x-death``."""
     orders = await channel.get_exchange("orders")
     for message_id in ids:
-        await orders.publish(aio_pika.Message(b"raw", message_id=message_id),
-                             routing_key=routing_key)
+        await orders.publish(
+            aio_pika.Message(b"raw", message_id=message_id), routing_key=routing_key
+        )
     work = await channel.get_queue(queue)
     for _ in ids:
         message = await work.get(timeout=5)
@@ -98,7 +112,8 @@ async def dead(declare: Callable[[str], Awaitable[Any]], channel: AbstractChanne
 
 
 async def test_list_shows_every_dead_letter_and_leaves_count_and_order(
-        cli: Callable[..., Result], channel: AbstractChannel, dead: list[str]) -> None:
+    cli: Callable[..., Result], channel: AbstractChannel, dead: list[str]
+) -> None:
     first = cli("dlq", "list", "work", "--json")
     assert ids_of(first) == dead
     rows = [json.loads(line) for line in first.out.splitlines()]
@@ -118,12 +133,13 @@ async def test_list_limit_and_table(cli: Callable[..., Result], dead: list[str])
     assert ids_of(cli("dlq", "list", "work", "--json", "--limit", "2")) == dead[:2]
     table = cli("dlq", "list", "work", env={"COLUMNS": "250"})
     assert table.code == 0, table.err
-    assert "rf-0" in table.out and "ValueError: boom" in table.out
+    assert "rf-0" in table.out
+    assert "ValueError: boom" in table.out
 
 
 async def test_list_keeps_order_of_a_quorum_dlq(
-        cli: Callable[..., Result], channel: AbstractChannel,
-        declare: Callable[[str], Awaitable[Any]]) -> None:
+    cli: Callable[..., Result], channel: AbstractChannel, declare: Callable[[str], Awaitable[Any]]
+) -> None:
     await declare("dlq.yaml")
     ids = [f"q-{i}" for i in range(20)]
     await rabbitflow_dead_letters(channel, "work.quorum", ids)
@@ -134,7 +150,8 @@ async def test_list_keeps_order_of_a_quorum_dlq(
 
 
 async def test_replay_returns_messages_to_their_queue_only(
-        cli: Callable[..., Result], channel: AbstractChannel, dead: list[str]) -> None:
+    cli: Callable[..., Result], channel: AbstractChannel, dead: list[str]
+) -> None:
     result = cli("dlq", "replay", "work")
     assert result.code == 0, result.err
     assert "moved 9 dead letters" in result.out
@@ -155,30 +172,31 @@ async def test_replay_returns_messages_to_their_queue_only(
 
 
 async def test_replay_where_moves_only_matching_and_keeps_the_rest_in_order(
-        cli: Callable[..., Result], channel: AbstractChannel, dead: list[str]) -> None:
+    cli: Callable[..., Result], channel: AbstractChannel, dead: list[str]
+) -> None:
     result = cli("dlq", "replay", "work", "--where", "tenant=t1")
     assert result.code == 0, result.err
     assert "moved 3 dead letters" in result.out
     assert [m.message_id for m in await drain(channel, "work")] == ["rf-1", "rf-3", "rf-5"]
     left = ["rf-0", "rf-2", "rf-4", *dead[6:]]
     assert ids_of(cli("dlq", "list", "work", "--json")) == left
-    limited = cli("dlq", "replay", "work", "--limit", "2",
-                  "--where", "x-rabbitflow-error=Value*")
+    limited = cli("dlq", "replay", "work", "--limit", "2", "--where", "x-rabbitflow-error=Value*")
     assert "moved 2 dead letters" in limited.out
     assert ids_of(cli("dlq", "list", "work", "--json")) == ["rf-4", *dead[6:]]
 
 
 async def test_replay_from_a_shared_dlq_moves_only_the_queues_own(
-        cli: Callable[..., Result], channel: AbstractChannel,
-        declare: Callable[[str], Awaitable[Any]]) -> None:
+    cli: Callable[..., Result], channel: AbstractChannel, declare: Callable[[str], Awaitable[Any]]
+) -> None:
     await declare("dlq.yaml")
-    await rabbitflow_dead_letters(channel, "billing", ["b-0", "b-1"], dlx="shared.dlx",
-                                  routing_key="failed")
-    await rabbitflow_dead_letters(channel, "shipping", ["s-0"], dlx="shared.dlx",
-                                  routing_key="failed")
+    await rabbitflow_dead_letters(
+        channel, "billing", ["b-0", "b-1"], dlx="shared.dlx", routing_key="failed"
+    )
+    await rabbitflow_dead_letters(
+        channel, "shipping", ["s-0"], dlx="shared.dlx", routing_key="failed"
+    )
     topology = str(DATA / "dlq.yaml")
-    assert ids_of(cli("dlq", "list", "billing", "--json", "--topology", topology)) \
-        == ["b-0", "b-1"]
+    assert ids_of(cli("dlq", "list", "billing", "--json", "--topology", topology)) == ["b-0", "b-1"]
     moved = cli("dlq", "replay", "billing", "--topology", topology)
     assert "moved 2 dead letters from failed.all" in moved.out, moved.err
     assert [m.message_id for m in await drain(channel, "billing")] == ["b-0", "b-1"]
@@ -189,26 +207,40 @@ async def test_replay_from_a_shared_dlq_moves_only_the_queues_own(
 
 
 async def test_interrupted_replay_loses_nothing(
-        amqp_url: str, channel: AbstractChannel,
-        declare: Callable[[str], Awaitable[Any]]) -> None:
+    amqp_url: str, channel: AbstractChannel, declare: Callable[[str], Awaitable[Any]]
+) -> None:
     await declare("dlq.yaml")
     total = 20_000
     ids = [f"m-{i}" for i in range(total)]
     exchange = await channel.get_exchange("work.dlx")
     for start in range(0, total, 1000):
-        await asyncio.gather(*(exchange.publish(
-            aio_pika.Message(b"x", message_id=m, headers={"x-rabbitflow-queue": "work"}),
-            routing_key="work") for m in ids[start:start + 1000]))
+        await asyncio.gather(
+            *(
+                exchange.publish(
+                    aio_pika.Message(b"x", message_id=m, headers={"x-rabbitflow-queue": "work"}),
+                    routing_key="work",
+                )
+                for m in ids[start : start + 1000]
+            )
+        )
     env = {**os.environ, "RABBITFLOW_URL": amqp_url, "RABBITFLOW_MANAGEMENT_URL": MANAGEMENT_URL}
-    process = subprocess.Popen([*RABBITFLOW, "dlq", "replay", "work"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = await asyncio.create_subprocess_exec(
+        *RABBITFLOW,
+        "dlq",
+        "replay",
+        "work",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
-        deadline = time.monotonic() + 30
-        while await depth(channel, "work") < 500 and time.monotonic() < deadline:
+        for _ in range(6000):  # at most about 30 s
+            if await depth(channel, "work") >= 500:
+                break
             await asyncio.sleep(0.005)
-        process.send_signal(signal.SIGKILL)
+        process.kill()
     finally:
-        process.wait(timeout=10)
+        await asyncio.wait_for(process.wait(), 10)
     assert process.returncode == -signal.SIGKILL, "replay ended before it was killed"
     await asyncio.sleep(0.2)  # the broker requeues what the dead connection held
     moved = {m.message_id for m in await drain(channel, "work")}
@@ -218,7 +250,8 @@ async def test_interrupted_replay_loses_nothing(
 
 
 async def test_purge_refuses_without_yes_then_drops(
-        cli: Callable[..., Result], channel: AbstractChannel, dead: list[str]) -> None:
+    cli: Callable[..., Result], channel: AbstractChannel, dead: list[str]
+) -> None:
     refused = cli("dlq", "purge", "work")
     assert refused.code == 1
     assert refused.err.strip() == "error: refusing to purge work.dlq without --yes"
@@ -233,4 +266,5 @@ async def test_missing_dlq_is_one_line_and_exit_1(cli: Callable[..., Result]) ->
     result = cli("dlq", "list", "nothing")
     assert result.code == 1
     assert result.err.startswith("error: queue 'nothing.dlq' does not exist")
-    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
+    assert "Traceback" not in result.err
+    assert len(result.err.strip().splitlines()) == 1
