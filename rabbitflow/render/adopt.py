@@ -153,7 +153,7 @@ class _State:
         if not delays or delays[0] <= 0:
             return None
         hint = self.hints.get(name)
-        candidates = ([dict(hint)] if hint else []) + [_infer_policy(delays)]
+        candidates = ([dict(hint)] if hint is not None else []) + [_infer_policy(delays)]
         for index, policy in enumerate(candidates):
             trial = {"dead_letter": False, **fields, "retry": policy}
             if self._fits(name, trial):
