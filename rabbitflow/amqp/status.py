@@ -16,8 +16,9 @@ from aio_pika.abc import AbstractConnection
 
 from rabbitflow.amqp.management import JsonObject, ManagementApi
 from rabbitflow.errors import ConfigError
+from rabbitflow.topology.dead_letters import find_dead_letter_queue
 from rabbitflow.topology.expand import Role, expand
-from rabbitflow.topology.schema import Topology, dead_letter_queue_name
+from rabbitflow.topology.schema import Topology
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class QueueStatus:
     retrying: int | None = None
     """Messages waiting in the queue's retry delay queues."""
     dead_letter_queue: str | None = None
+    """``Q.dlq``, or the queue receiving Q's dead letters from a shared exchange (whose
+    depth then counts other queues' dead letters too)."""
     dead_letters: int | None = None
 
     def as_json(self) -> dict[str, Any]:
@@ -60,11 +63,12 @@ def layout_from_topology(topology: Topology) -> Layout:
     for q in decls.queues:
         if q.role is Role.RETRY and q.owner is not None:
             retry.setdefault(q.owner, []).append(q.name)
-    dlqs = {
-        name: dead_letter_queue_name(name)
-        for name, q in topology.queues.items()
-        if q.dead_letters is True
-    }
+    dlqs = {}
+    for name in topology.queues:
+        try:
+            dlqs[name] = find_dead_letter_queue(name, topology).name
+        except ConfigError:
+            continue  # no dead letters, or no single queue receives them
     return Layout(tuple(topology.queues), {k: tuple(v) for k, v in retry.items()}, dlqs)
 
 
