@@ -27,6 +27,7 @@ from rabbitflow.topology.expand import (
     queue_arguments,
 )
 from rabbitflow.topology.schema import (
+    Binding,
     Queue,
     Topology,
     dead_letter_exchange_name,
@@ -188,6 +189,24 @@ class _State:
         self.used_bindings += [_bare(b) for b in generated.bindings if b.destination != name]
 
 
+def canonical(topology: Topology) -> Topology:
+    """The topology with defaults written out, so that two ways of writing the same thing
+    compare equal: ``dead_letter`` resolved, ``match: all`` on headers bindings, binding
+    keys as ``routing_keys``. ``import`` gives back a topology equal to the exported one
+    in this sense (and object for object in `expand`)."""
+    queues = {}
+    for name, queue in topology.queues.items():
+        binds = [_canonical_binding(b) for b in queue.bind]
+        queues[name] = queue.model_copy(update={"dead_letter": queue.dead_letters, "bind": binds})
+    return topology.model_copy(update={"queues": queues})
+
+
+def _canonical_binding(b: Binding) -> Binding:
+    if b.headers is not None or b.match is not None:
+        return b.model_copy(update={"match": b.match or "all"})
+    return b.model_copy(update={"routing_key": None, "routing_keys": list(b.keys)})
+
+
 def _queue_fields(decl: QueueDecl, exchanges: Mapping[str, ExchangeDecl]) -> dict[str, Any] | None:
     """The schema fields of a queue, or None when they would not give back its arguments."""
     args = dict(decl.arguments)
@@ -327,6 +346,8 @@ def _binding_fields(b: BindingDecl, exchanges: Mapping[str, ExchangeDecl]) -> di
         args = {k: v for k, v in args.items() if k.startswith("x-")}
         if headers:
             out["headers"] = headers
+            if out["match"] == "all":
+                del out["match"]  # the default once headers are given
     if b.routing_key:
         out["routing_key"] = b.routing_key
     if args:

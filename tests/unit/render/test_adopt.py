@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rabbitflow.render.adopt import adopt
+from rabbitflow.render.adopt import adopt, canonical
 from rabbitflow.render.definitions import (
     declarations_from_definitions,
     retry_metadata,
@@ -39,8 +39,30 @@ def exported(name: str) -> dict[str, Any]:
 def test_export_then_import_gives_an_equal_topology(name: str) -> None:
     document = exported(name)
     adopted = adopt(declarations_from_definitions(document), retry_metadata(document))
-    assert load_text(adopted.to_yaml()) == load_topology(DATA / name)
+    assert canonical(load_text(adopted.to_yaml())) == canonical(load_topology(DATA / name))
     assert adopted.notes == []
+
+
+def test_canonical_resolves_defaults_only() -> None:
+    written = load_text(
+        "version: 1\nexchanges:\n  h: {type: headers}\n  t: {type: topic}\nqueues:\n"
+        "  q:\n    retry: {}\n    dead_letter: true\n"
+        "    bind: [{exchange: h, headers: {a: 1}}, {exchange: t, routing_key: k}]\n"
+    )
+    implied = load_text(
+        "version: 1\nexchanges:\n  h: {type: headers}\n  t: {type: topic}\nqueues:\n"
+        "  q:\n    retry: {}\n"
+        "    bind: [{exchange: h, match: all, headers: {a: 1}}, {exchange: t, routing_keys: [k]}]\n"
+    )
+    assert written != implied
+    assert canonical(written) == canonical(implied)
+    assert canonical(written) != canonical(
+        load_text(
+            "version: 1\nexchanges:\n  h: {type: headers}\n  t: {type: topic}\nqueues:\n"
+            "  q:\n    retry: {}\n    dead_letter: false\n"
+            "    bind: [{exchange: h, headers: {a: 1}}, {exchange: t, routing_key: k}]\n"
+        )
+    )
 
 
 @pytest.mark.parametrize("name", TOPOLOGIES)
