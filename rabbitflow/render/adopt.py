@@ -180,7 +180,16 @@ class _State:
             return False
         if any(self.exchanges.get(e.name) != _bare(e) for e in generated.exchanges):
             return False
-        return all(_bare(b) in self.bindings for b in generated.bindings if b.destination != name)
+        ours = [_bare(b) for b in generated.bindings if b.destination != name]
+        if not all(b in self.bindings for b in ours):
+            return False
+        # A binding of its own on Q.dlx or Q.dlq means someone else uses them: keep them.
+        queues = {q.name for q in generated.queues if q.name != name}
+        exchanges = {e.name for e in generated.exchanges}
+        return not any(
+            b not in ours and (b.source in exchanges or b.destination in (queues | exchanges))
+            for b in self.bindings
+        )
 
     def _use(self, name: str, fields: dict[str, Any]) -> None:
         generated = expand(Topology(queues={name: Queue.model_validate(fields)}))

@@ -171,3 +171,23 @@ def test_builtin_exchanges_and_server_named_queues_are_left_out() -> None:
     assert [q.name for q in decls.queues] == ["q"]
     assert [b.source for b in decls.bindings] == ["amq.topic"]
     assert load_text(adopt(decls).to_yaml()).queues["q"].bind[0].exchange == "amq.topic"
+
+
+def test_a_dlq_with_bindings_of_its_own_is_not_folded() -> None:
+    topology = load_text(
+        "version: 1\nexchanges:\n  alerts: {type: fanout}\nqueues:\n  q: {dead_letter: true}\n"
+    )
+    document = to_definitions(expand(topology), "/")
+    document["bindings"].append(
+        {
+            "source": "alerts",
+            "destination": "q.dlq",
+            "destination_type": "queue",
+            "routing_key": "",
+            "arguments": {},
+        }
+    )
+    declared = declarations_from_definitions(document)
+    adopted = adopt(declared)
+    assert "q.dlq" in adopted.document["queues"]
+    assert objects(expand(load_text(adopted.to_yaml()))) == objects(declared)
