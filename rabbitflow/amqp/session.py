@@ -17,8 +17,12 @@ from rabbitflow.settings import Settings, mask_url
 R = TypeVar("R")
 
 
-async def on_broker(settings: Settings, work: Callable[[AbstractConnection], Awaitable[R]],
-                    *, name: str = "rabbitflow") -> R:
+async def on_broker(
+    settings: Settings,
+    work: Callable[[AbstractConnection], Awaitable[R]],
+    *,
+    name: str = "rabbitflow",
+) -> R:
     """Connect, run ``work`` with the connection, close it.
 
     Raises:
@@ -26,13 +30,16 @@ async def on_broker(settings: Settings, work: Callable[[AbstractConnection], Awa
         BrokerError: when the broker closes the channel or connection, or stops answering,
             while ``work`` runs.
     """
-    connection = await connect(settings.urls, timeout=settings.connect_timeout,
-                               heartbeat=settings.heartbeat, name=name)
+    connection = await connect(
+        settings.urls, timeout=settings.connect_timeout, heartbeat=settings.heartbeat, name=name
+    )
     try:
         return await work(connection)
     except TimeoutError:
-        raise BrokerError("the broker stopped answering in the middle of the command; "
-                          "nothing unconfirmed was removed, run it again") from None
+        raise BrokerError(
+            "the broker stopped answering in the middle of the command; "
+            "nothing unconfirmed was removed, run it again"
+        ) from None
     except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
         reason = mask_url(str(exc) or type(exc).__name__).replace("\n", " ")
         raise BrokerError(f"the broker ended the command: {reason}") from None
