@@ -270,3 +270,26 @@ async def test_missing_dlq_is_one_line_and_exit_1(cli: Callable[..., Result]) ->
     assert result.err.startswith("error: queue 'nothing.dlq' does not exist")
     assert "Traceback" not in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+async def test_replay_to_a_deleted_queue_keeps_the_messages_and_exits_1(
+    cli: Callable[..., Result], channel: AbstractChannel, dead: list[str]
+) -> None:
+    await channel.queue_delete("work")
+    result = cli("dlq", "replay", "work")
+    assert result.code == 1
+    assert "moved 0 dead letters" in result.out
+    assert "unroutable" in result.err
+    assert result.err.strip().splitlines()[-1] == (
+        "error: 9 dead letters could not be moved and stay in work.dlq"
+    )
+    assert ids_of(cli("dlq", "list", "work", "--json")) == dead
+
+
+async def test_list_of_an_empty_dlq(
+    cli: Callable[..., Result], declare: Callable[[str], Awaitable[Any]]
+) -> None:
+    await declare("dlq.yaml")
+    result = cli("dlq", "list", "work")
+    assert result.code == 0, result.err
+    assert result.out.strip() == "no dead letters of work in work.dlq"
