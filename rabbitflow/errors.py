@@ -73,6 +73,18 @@ class ManagementError(RabbitflowError):
     """Raised when the RabbitMQ management HTTP API is unreachable or refuses a request."""
 
 
+class ManagementUnavailable(ManagementError):
+    """Raised when the management API does not answer (plugin off, wrong port, timeout)."""
+
+
+class BrokerError(RabbitflowError):
+    """Raised when the broker closes a channel or stops answering in the middle of a command."""
+
+
+class QueueNotFound(RabbitflowError):
+    """Raised when a command needs a queue (a DLQ, a work queue) the broker does not have."""
+
+
 class PublishError(RabbitflowError):
     """Base class of the ways a publish can fail to be confirmed."""
 

@@ -1,1 +1,1 @@
-"""Pure output: graphs (and, later, broker definitions) drawn from declarations."""
+"""Pure output: graphs and RabbitMQ definitions, drawn from declarations."""
