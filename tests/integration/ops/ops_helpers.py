@@ -1,8 +1,4 @@
-"""Helpers of the operations tests: declare a topology with plain aio-pika, run the CLI.
-
-The shared declarer (`rabbitflow.amqp.declare`) is written in parallel; these tests declare
-`expand(topology)` themselves so they depend only on the contract of `expand`.
-"""
+"""Helpers of the operations tests: declare a topology, run the CLI."""
 
 from __future__ import annotations
 
@@ -12,8 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import aio_pika
-
+from rabbitflow.amqp.connection import connect
+from rabbitflow.amqp.declare import declare
 from rabbitflow.topology import Topology
 from rabbitflow.topology.expand import expand
 
@@ -25,36 +21,9 @@ RABBITFLOW = [sys.executable, "-c", "from rabbitflow.cli.main import main; main(
 
 async def declare_topology(url: str, topology: Topology) -> None:
     """Declare every object `expand` gives (worker-owned queues excepted)."""
-    decls = expand(topology)
-    connection = await aio_pika.connect(url)
+    connection = await connect(url)
     try:
-        channel = await (await connection.channel()).get_underlay_channel()
-        for e in decls.exchanges:
-            await channel.exchange_declare(
-                e.name,
-                exchange_type=e.type,
-                durable=e.durable,
-                auto_delete=e.auto_delete,
-                internal=e.internal,
-                arguments=dict(e.arguments),
-            )
-        for q in decls.queues:
-            if not q.worker_owned:
-                await channel.queue_declare(
-                    q.name,
-                    durable=q.durable,
-                    auto_delete=q.auto_delete,
-                    arguments=dict(q.arguments),
-                )
-        for b in decls.bindings:
-            if b.destination_type == "exchange":
-                await channel.exchange_bind(
-                    b.destination, b.source, b.routing_key, arguments=dict(b.arguments)
-                )
-            else:
-                await channel.queue_bind(
-                    b.destination, b.source, b.routing_key, arguments=dict(b.arguments)
-                )
+        await declare(connection, expand(topology))
     finally:
         await connection.close()
 
