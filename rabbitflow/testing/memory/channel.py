@@ -12,10 +12,10 @@ import itertools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiormq
-from aiormq.abc import DeliveredMessage
+from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic, Channel, Exchange, Queue
 from pamqp.header import ContentHeader
 from yarl import URL
@@ -281,12 +281,7 @@ class RawChannel:
             frame = Basic.Return(
                 reply_code=312, reply_text="NO_ROUTE", exchange=exchange, routing_key=routing_key
             )
-            returned = DeliveredMessage(
-                delivery=frame,
-                header=ContentHeader(body_size=len(body), properties=props),
-                body=body,
-                channel=self,
-            )  # type: ignore[arg-type]
+            returned = _delivered(frame, body, self, properties=props)
             self.on_return_callbacks(returned)
             if self.confirms:
                 raise aiormq.exceptions.PublishError(returned, frame)
@@ -400,9 +395,11 @@ class RawChannel:
             raise self._fail(exc) from None
         self.broker.expire_all()
         if not q.ready:
-            return DeliveredMessage(
-                delivery=Basic.GetEmpty(), header=ContentHeader(), body=b"", channel=self
-            )  # type: ignore[arg-type]
+            return _delivered(
+                Basic.GetEmpty(),
+                b"",
+                self,
+            )
         message = q.ready.pop(0)
         tag = next(self._tags)
         if not no_ack:
@@ -415,12 +412,7 @@ class RawChannel:
             routing_key=message.routing_key,
             message_count=len(q.ready),
         )
-        return DeliveredMessage(
-            delivery=frame,
-            header=ContentHeader(body_size=message.size, properties=message.properties),
-            body=message.body,
-            channel=self,
-        )  # type: ignore[arg-type]
+        return _delivered(frame, message.body, self, properties=message.properties)
 
     def deliver(self, consumer: Consumer, queue: MemoryQueue | None, message: Stored) -> None:
         """Hand a message to a consumer's callback, in a task of its own (as aiormq)."""
@@ -436,12 +428,7 @@ class RawChannel:
             exchange=message.exchange,
             routing_key=message.routing_key,
         )
-        delivered = DeliveredMessage(
-            delivery=frame,
-            header=ContentHeader(body_size=message.size, properties=message.properties),
-            body=message.body,
-            channel=self,
-        )  # type: ignore[arg-type]
+        delivered = _delivered(frame, message.body, self, properties=message.properties)
         self.broker.delivering += 1
         task = asyncio.get_running_loop().create_task(self._run(consumer, delivered))
         self._tasks.add(task)
@@ -530,6 +517,22 @@ class RawChannel:
 
     async def close(self, exc: BaseException | None = None) -> None:
         self._close_now()
+
+
+def _delivered(
+    frame: Any,
+    body: bytes,
+    channel: RawChannel,
+    *_: Any,
+    properties: Basic.Properties | None = None,
+    **__: Any,
+) -> DeliveredMessage:
+    """A delivery as aiormq hands it to consumers (typed against aiormq's channel, whose
+    interface `RawChannel` provides where rabbitflow uses it)."""
+    header = ContentHeader(body_size=len(body), properties=properties or Basic.Properties())
+    return DeliveredMessage(
+        delivery=frame, header=header, body=body, channel=cast(AbstractChannel, channel)
+    )
 
 
 class MemoryChannel:
