@@ -73,8 +73,16 @@ class _Unacked:
 class RawChannel:
     """The aiormq-level channel: declares, binds, publishes, consumes, settles."""
 
-    def __init__(self, connection: MemoryConnection, number: int, *, confirms: bool) -> None:
+    def __init__(
+        self,
+        connection: MemoryConnection,
+        number: int,
+        *,
+        confirms: bool,
+        on_return_raises: bool = False,
+    ) -> None:
         self.connection = connection
+        self.on_return_raises = on_return_raises
         self.broker: MemoryBroker = connection.broker
         self.number = number
         self.confirms = confirms
@@ -283,7 +291,7 @@ class RawChannel:
             )
             returned = _delivered(frame, body, self, properties=props)
             self.on_return_callbacks(returned)
-            if self.confirms:
+            if self.confirms and self.on_return_raises:
                 raise aiormq.exceptions.PublishError(returned, frame)
         if not self.confirms:
             return None
@@ -626,7 +634,12 @@ class MemoryConnection:
     ) -> MemoryChannel:
         if self.is_closed:
             raise RuntimeError("connection closed")
-        raw = RawChannel(self, channel_number or next(self._numbers), confirms=publisher_confirms)
+        raw = RawChannel(
+            self,
+            channel_number or next(self._numbers),
+            confirms=publisher_confirms,
+            on_return_raises=on_return_raises,
+        )
         self.channels.add(raw)
         return MemoryChannel(raw)
 
