@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import aiormq
 from aiormq.abc import AbstractChannel, DeliveredMessage
+from aiormq.channel import exception_by_code
 from pamqp.commands import Basic, Channel, Exchange, Queue
 from pamqp.header import ContentHeader
 from yarl import URL
@@ -30,13 +31,6 @@ from rabbitflow.testing.memory.broker import (
 from rabbitflow.testing.memory.broker import Queue as MemoryQueue
 
 REPLY_TO = "amq.rabbitmq.reply-to"
-
-_ERRORS: dict[int, type[aiormq.exceptions.AMQPChannelError]] = {
-    403: aiormq.exceptions.ChannelAccessRefused,
-    404: aiormq.exceptions.ChannelNotFoundEntity,
-    405: aiormq.exceptions.ChannelLockedResource,
-    406: aiormq.exceptions.ChannelPreconditionFailed,
-}
 
 
 class Callbacks:
@@ -106,8 +100,10 @@ class RawChannel:
     def _fail(self, error: BrokerError) -> aiormq.exceptions.AMQPChannelError:
         """The broker closes a channel on every channel error; so do we."""
         self._close_now()
-        cls = _ERRORS.get(error.code, aiormq.exceptions.AMQPChannelError)
-        return cls(Channel.Close(reply_code=error.code, reply_text=error.text))
+        # The same exception, with the same arguments, as aiormq raises for the frame.
+        exc = exception_by_code(Channel.Close(reply_code=error.code, reply_text=error.text))
+        assert isinstance(exc, aiormq.exceptions.AMQPChannelError)
+        return exc
 
     # -- declarations --------------------------------------------------------------
 
