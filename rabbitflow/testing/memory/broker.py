@@ -146,8 +146,16 @@ class Queue:
         return sum(m.size for m in self.ready)
 
     def insert(self, message: Stored) -> None:
-        """Put a message back where its sequence number says (requeue keeps order)."""
-        bisect.insort(self.ready, message, key=lambda m: m.seq)
+        """Put a message where its priority and sequence number say: a requeued message
+        goes back to its old place, a higher priority ahead of lower ones."""
+        bisect.insort(self.ready, message, key=self._order)
+
+    def _order(self, message: Stored) -> tuple[int, int]:
+        top = self.arg("x-max-priority")
+        if top is None:
+            return (0, message.seq)
+        # Priorities above the queue's maximum count as the maximum.
+        return (-min(int(message.properties.priority or 0), int(top)), message.seq)
 
     def next_consumer(self) -> Consumer | None:
         """The next consumer with room, round-robin (only the first under single active
@@ -464,11 +472,11 @@ class MemoryBroker:
                 if overflow == "reject-publish-dlx":
                     self.dead_letter(queue, message, "maxlen")
                 return False
-            queue.ready.append(message)
+            queue.insert(message)
             while queue.ready and self._full(queue, extra=0):
                 self.dead_letter(queue, queue.ready.pop(0), "maxlen")
         else:
-            queue.ready.append(message)
+            queue.insert(message)
         self.dispatch(queue)
         return True
 

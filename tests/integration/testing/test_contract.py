@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from pamqp.commands import Basic
 
 from tests.integration.testing.backends import Backend, open_backend
 
@@ -274,3 +275,42 @@ async def test_publish_to_a_missing_exchange_closes_the_channel(backend: Backend
     assert (await backend.ch()) is not None  # a new channel works
     await backend.queue("q")
     assert await backend.publish("", "q", "m") == "ack"
+
+
+async def test_priority_queue_delivers_higher_priorities_first(backend: Backend) -> None:
+    await backend.queue("p", **{"x-max-priority": 5})
+    channel = await backend.ch()
+    for body, priority in (("low", 1), ("high", 5), ("none", 0), ("over", 9), ("mid", 3)):
+        await channel.basic_publish(
+            body.encode(), routing_key="p", properties=Basic.Properties(priority=priority)
+        )
+    assert await backend.bodies("p") == ["high", "over", "mid", "low", "none"]
+
+
+async def test_quorum_delivery_limit_dead_letters(backend: Backend) -> None:
+    if backend.kind == "memory":
+        pytest.xfail(
+            "the in-memory broker does not emulate quorum queues' delivery limit "
+            "(docs/testing.md, 'Where the in-memory broker differs')"
+        )
+    await backend.exchange("dlx", "fanout")
+    await backend.queue("dead")
+    await backend.bind("dead", "dlx")
+    await (await backend.ch()).queue_declare(
+        "qq",
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": 1,
+            "x-dead-letter-exchange": "dlx",
+        },
+    )
+    await backend.publish("", "qq", "m")
+    for _ in range(2):
+        channel = await backend.raw(confirms=False)
+        got = await channel.basic_get("qq", no_ack=False)
+        await channel.basic_nack(got.delivery.delivery_tag, requeue=True)
+        await channel.close()
+    await backend.wait_depth("dead", 1)
+    (got,) = await backend.get_all("dead")
+    assert got.headers["x-death"][0]["reason"] == "delivery_limit"
