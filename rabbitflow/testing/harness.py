@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -51,7 +51,8 @@ class Call:
     error: BaseException | None
     """What the handler raised (a `HandlerTimeout` for an async timeout), or None."""
     outcome: str
-    """``ack``, ``retry``, ``dead_letter``, ``nack`` or ``requeue`` (shutdown)."""
+    """``running`` while the handler runs, then ``ack``, ``retry``, ``dead_letter``,
+    ``nack`` or ``requeue`` (cancelled by a shutdown or a lost channel)."""
 
     @property
     def attempt(self) -> int:
@@ -262,23 +263,28 @@ class Harness:
                 return
         await asyncio.sleep(0.001)
 
-    def _record(
-        self, spec: HandlerSpec, body: Any, message: Message, error: BaseException | None
-    ) -> None:
+    def _begin(self, spec: HandlerSpec, body: Any, message: Message) -> int:
+        with self._lock:
+            self.calls.append(Call(spec.queue, body, message, None, "running"))
+            return len(self.calls) - 1
+
+    def _finish(self, index: int, error: BaseException | None) -> None:
+        with self._lock:
+            call = self.calls[index]
         outcome = "ack"
         if isinstance(error, asyncio.CancelledError):
             outcome = "requeue"
         elif error is not None:
-            route = routes_for(self._topology(), spec.queue)[0]
+            route = routes_for(self._topology(), call.queue)[0]
             decision = decide(
                 error,
-                attempt=message.attempt,
+                attempt=call.message.attempt,
                 retry=route.retry,
                 dead_letters=route.dead_letter is not None,
             )
             outcome = decision.action.value
         with self._lock:
-            self.calls.append(Call(spec.queue, body, message, error, outcome))
+            self.calls[index] = replace(call, error=error, outcome=outcome)
 
     def instrument(self) -> None:
         """Record every handler run of the app (call before it starts)."""
@@ -318,31 +324,35 @@ class _Recorded(HandlerSpec):
     def call(self, body: Any, message: Message) -> Any:
         if self.is_async:
             return self._call_async(body, message)
+        index = self.harness._begin(self, body, message)
         try:
             result = super().call(body, message)
         except Exception as exc:
-            self.harness._record(self, body, message, exc)
+            self.harness._finish(index, exc)
             raise
-        self.harness._record(self, body, message, None)
+        self.harness._finish(index, None)
         return result
 
     async def _call_async(self, body: Any, message: Message) -> Any:
+        index = self.harness._begin(self, body, message)
+        started = time.monotonic()
         try:
             result = await super().call(body, message)
         except asyncio.CancelledError as exc:
-            # The consumer's timeout cancels the handler; so does a shutdown.
-            stopping = self.harness.stopping
-            error: BaseException = (
-                exc
-                if stopping
-                else HandlerTimeout(f"handler exceeded its {self.timeout or 0:g}s timeout")
+            # The consumer's timeout cancels the handler; so do a shutdown and a lost
+            # channel, which requeue it. Only a run as long as the timeout was one.
+            timed_out = self.timeout is not None and (
+                time.monotonic() - started >= self.timeout * 0.99
             )
-            self.harness._record(self, body, message, error)
+            error: BaseException = exc
+            if timed_out and not self.harness.stopping:
+                error = HandlerTimeout(f"handler exceeded its {self.timeout:g}s timeout")
+            self.harness._finish(index, error)
             raise
         except Exception as exc:
-            self.harness._record(self, body, message, exc)
+            self.harness._finish(index, exc)
             raise
-        self.harness._record(self, body, message, None)
+        self.harness._finish(index, None)
         return result
 
 
@@ -354,9 +364,16 @@ async def _settle(rounds: int = 5) -> None:
 
 @contextlib.asynccontextmanager
 async def run_app(
-    app: App, url: str | None = None, *, queues: list[str] | None = None
+    app: App,
+    url: str | None = None,
+    *,
+    queues: list[str] | None = None,
+    shutdown_timeout: float = 5.0,
 ) -> AsyncIterator[Harness]:
     """Start ``app`` against ``url`` (default: the app's own) and record its handlers.
+
+    Leaving stops the app, giving running handlers ``shutdown_timeout`` seconds (not the
+    production default of 30, so a test that fails mid-handler ends quickly).
 
     Example:
         async with run_app(app, url) as harness:
@@ -381,7 +398,7 @@ async def run_app(
     finally:
         harness.stopping = True
         try:
-            await app.stop()
+            await app.stop(shutdown_timeout)
         finally:
             harness.restore()
             await harness.close()

@@ -5,6 +5,7 @@ dead-lettering). Channels (`rabbitflow.testing.memory.channel`) drive it.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import contextlib
 import itertools
@@ -194,10 +195,17 @@ class MemoryBroker:
     Args:
         name: the name in ``memory://NAME`` URLs.
         start: the clock's starting time in epoch seconds (default: now).
+        auto_advance: while a connection is open, jump the clock to the next expiry
+            whenever the broker has been idle (no delivery running or unacked, nothing
+            deliverable) for two looks in a row, a millisecond apart.
     """
 
-    def __init__(self, name: str = "default", *, start: float | None = None) -> None:
+    def __init__(
+        self, name: str = "default", *, start: float | None = None, auto_advance: bool = False
+    ) -> None:
         self.name = name
+        self.auto_advance = auto_advance
+        self._ticker: asyncio.Task[None] | None = None
         self.now = time.time() if start is None else start
         self.exchanges: dict[str, Exchange] = {"": Exchange("", "direct")}
         for ex_name, ex_type in BUILT_IN.items():
@@ -223,6 +231,22 @@ class MemoryBroker:
             self.expire_all()
         self.now = target
         self.expire_all()
+
+    def connected(self, connection: Any) -> None:
+        """Note a new connection; starts the auto-advance ticker when asked for."""
+        self.connections.append(connection)
+        if self.auto_advance and (self._ticker is None or self._ticker.done()):
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        quiet = 0
+        while self.connections:
+            await asyncio.sleep(0.001)
+            quiet = quiet + 1 if self.idle else 0
+            due = self.next_deadline()
+            if quiet >= 2 and due is not None:
+                self.advance(max(due - self.now, 0.0))
+                quiet = 0
 
     def next_deadline(self) -> float | None:
         """When the next message at the head of a queue expires (head only, like

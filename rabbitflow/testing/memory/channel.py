@@ -502,6 +502,10 @@ class RawChannel:
         if self.is_closed:
             return
         self.is_closed = True
+        # aiormq cancels the delivery tasks of a channel that closes.
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
         for tag in list(self.consumers):
             self._remove_consumer(tag)
         if self.reply_token is not None:
@@ -619,7 +623,7 @@ class MemoryConnection:
         self.close_callbacks = Callbacks()
         self.channels: set[RawChannel] = set()
         self._numbers = itertools.count(1)
-        broker.connections.append(self)
+        broker.connected(self)
 
     async def channel(
         self,
