@@ -19,9 +19,8 @@ from pamqp.commands import Basic
 from rabbitflow.testing.memory.deadletter import death_headers, is_cycle
 from rabbitflow.testing.memory.routing import (
     direct_matches,
-    hash_ring,
+    hash_pick,
     headers_match,
-    ring_pick,
     topic_matches,
 )
 
@@ -83,6 +82,11 @@ class Exchange:
     arguments: dict[str, Any] = field(default_factory=dict)
     bindings: list[Binding] = field(default_factory=list)
 
+    def _hash_pick(self, routing_key: str, headers: Mapping[str, Any] | None) -> list[Binding]:
+        ids = [(f"{b.kind}\x00{b.destination}", _weight(b.routing_key)) for b in self.bindings]
+        picked = hash_pick(ids, _hash_key(self, routing_key, headers))
+        return [b for b in self.bindings if f"{b.kind}\x00{b.destination}" == picked][:1]
+
     def matches(self, routing_key: str, headers: Mapping[str, Any] | None) -> list[Binding]:
         """The bindings a message with this key and these headers takes."""
         if self.type == "fanout":
@@ -94,12 +98,16 @@ class Exchange:
         if self.type == "headers":
             return [b for b in self.bindings if headers_match(b.arguments, headers)]
         if self.type == "x-consistent-hash":
-            ring = hash_ring(
-                [(f"{b.kind}\x00{b.destination}", _weight(b.routing_key)) for b in self.bindings]
-            )
-            picked = ring_pick(ring, routing_key)
-            return [b for b in self.bindings if f"{b.kind}\x00{b.destination}" == picked][:1]
+            return self._hash_pick(routing_key, headers)
         return []
+
+
+def _hash_key(exchange: Exchange, routing_key: str, headers: Mapping[str, Any] | None) -> str:
+    header = exchange.arguments.get("hash-header")
+    if header is None:
+        return routing_key
+    value = (headers or {}).get(str(header))
+    return value.decode() if isinstance(value, bytes) else "" if value is None else str(value)
 
 
 def _weight(key: str) -> int:

@@ -69,30 +69,18 @@ def direct_matches(binding_key: str, routing_key: str) -> bool:
     return binding_key == routing_key
 
 
-def hash_ring(destinations: Sequence[tuple[str, int]]) -> list[tuple[int, str]]:
-    """Points on a consistent-hash ring: ``weight`` points per destination.
+def hash_pick(destinations: Sequence[tuple[str, int]], key: str) -> str | None:
+    """The destination of a consistent-hash exchange for ``key``.
 
-    The plugin's exact ring (``erlang:phash2``) is not reproduced: the same routing key
-    always reaches the same queue, and keys spread by weight, but which queue a given key
-    reaches differs from RabbitMQ's.
+    Like the plugin since RabbitMQ 3.8, each binding owns ``weight`` buckets, in binding
+    order, and a key goes to bucket ``hash(key) mod buckets``. The hash function differs
+    (the plugin uses ``erlang:phash2``): one key always reaches one queue, keys spread by
+    weight, but which queue a given key reaches is not the one RabbitMQ picks.
     """
-    points = [
-        (_hash(f"{name}\x00{i}"), name)
-        for name, weight in destinations
-        for i in range(max(weight, 0))
-    ]
-    return sorted(points)
-
-
-def ring_pick(ring: Sequence[tuple[int, str]], routing_key: str) -> str | None:
-    """The destination owning the first point at or after the key's hash."""
-    if not ring:
+    buckets = [name for name, weight in destinations for _ in range(max(weight, 0))]
+    if not buckets:
         return None
-    h = _hash(routing_key)
-    for point, name in ring:
-        if point >= h:
-            return name
-    return ring[0][1]
+    return buckets[_hash(key) % len(buckets)]
 
 
 def _hash(text: str) -> int:

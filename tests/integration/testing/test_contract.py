@@ -314,3 +314,33 @@ async def test_quorum_delivery_limit_dead_letters(backend: Backend) -> None:
     await backend.wait_depth("dead", 1)
     (got,) = await backend.get_all("dead")
     assert got.headers["x-death"][0]["reason"] == "delivery_limit"
+
+
+@pytest.mark.parametrize("by_header", [False, True], ids=["routing-key", "hash-header"])
+async def test_consistent_hash_keeps_each_key_on_one_queue_in_order(
+    backend: Backend, by_header: bool
+) -> None:
+    # Which queue a key reaches differs in memory (docs/testing.md); the rest is the same.
+    arguments = {"hash-header": "customer"} if by_header else {}
+    await backend.exchange("spread", "x-consistent-hash", **arguments)
+    for i in range(3):
+        await backend.queue(f"p{i}")
+        await backend.bind(f"p{i}", "spread", "1")
+    keys = [f"customer-{n}" for n in range(30)]
+    for seq in range(3):
+        for key in keys:
+            headers = {"customer": key} if by_header else None
+            await backend.publish(
+                "spread", "ignored" if by_header else key, f"{key}/{seq}", headers=headers
+            )
+    where: dict[str, set[str]] = {}
+    order: dict[str, list[int]] = {}
+    for i in range(3):
+        bodies = await backend.bodies(f"p{i}")
+        assert bodies, f"p{i} got nothing"
+        for body in bodies:
+            key, seq = body.split("/")
+            where.setdefault(key, set()).add(f"p{i}")
+            order.setdefault(key, []).append(int(seq))
+    assert all(len(queues) == 1 for queues in where.values())
+    assert order == {key: [0, 1, 2] for key in keys}
