@@ -10,7 +10,8 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from rabbitflow.testing.memory.broker import MemoryBroker, Stored
-from rabbitflow.testing.memory.channel import MemoryChannel, MemoryConnection, RawChannel
+from rabbitflow.testing.memory.channel import RawChannel
+from rabbitflow.testing.memory.connection import MemoryChannel, MemoryConnection
 
 __all__ = [
     "MemoryBroker",

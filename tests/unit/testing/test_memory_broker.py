@@ -11,7 +11,7 @@ import pytest
 from pamqp.commands import Basic
 
 from rabbitflow.testing.memory import MemoryBroker
-from rabbitflow.testing.memory.channel import MemoryConnection
+from rabbitflow.testing.memory.connection import MemoryConnection
 
 
 async def _settle() -> None:
