@@ -59,8 +59,10 @@ async def connect(
         if scheme == "memory":
             return await _connect_memory(url)
         if scheme not in ("amqp", "amqps"):
-            raise ConfigError(f"not an AMQP URL: {mask_url(url)} "
-                              "(expected amqp://, amqps:// or, in tests, memory://)")
+            raise ConfigError(
+                f"not an AMQP URL: {mask_url(url)} "
+                "(expected amqp://, amqps:// or, in tests, memory://)"
+            )
         try:
             return await asyncio.wait_for(
                 aio_pika.connect(with_heartbeat(url, heartbeat),
