@@ -66,6 +66,36 @@ async def test_in_memory(memory_url):
         assert len(await h.dead_letters("charge")) == 1
 """
 
+MODULE_TESTS = """
+from pathlib import Path
+
+import aio_pika
+
+RABBITFLOW_TOPOLOGY = str(Path(__file__).with_name("orders.yaml"))
+LOG = Path(__file__).with_name("vhosts.txt")
+
+
+async def _queue_exists(url: str, name: str) -> bool:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(name, passive=True)
+        return True
+    finally:
+        await connection.close()
+
+
+async def test_first(rabbitflow_module_vhost):
+    with LOG.open("a") as log:
+        log.write(rabbitflow_module_vhost.name + "\\n")
+    assert await _queue_exists(rabbitflow_module_vhost.url, "charge.retry.20ms")
+
+
+async def test_second_shares_the_vhost(rabbitflow_module_vhost):
+    with LOG.open("a") as log:
+        log.write(rabbitflow_module_vhost.name + "\\n")
+"""
+
 ORDERS = """
 version: 1
 exchanges:
@@ -80,6 +110,7 @@ queues:
 def test_plugin_fixtures_in_a_users_project(tmp_path: Path) -> None:
     (tmp_path / "orders.yaml").write_text(ORDERS)
     (tmp_path / "test_user.py").write_text(textwrap.dedent(USER_TESTS))
+    (tmp_path / "test_module.py").write_text(textwrap.dedent(MODULE_TESTS))
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
     )
@@ -90,10 +121,11 @@ def test_plugin_fixtures_in_a_users_project(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert "1 failed, 2 passed" in result.stdout, result.stdout + result.stderr
+    assert "1 failed, 4 passed" in result.stdout, result.stdout + result.stderr
     assert "on purpose" in result.stdout
     names = (tmp_path / "vhosts.txt").read_text().split()
-    assert len(names) == 2
+    assert len(names) == 4
+    assert len(set(names)) == 3  # the module's two tests shared one vhost
     with httpx.Client(base_url=DEFAULT_MANAGEMENT_URL + "/api", auth=("guest", "guest")) as api:
         existing = {v["name"] for v in api.get("/vhosts").raise_for_status().json()}
     assert not set(names) & existing, "a test's vhost was left behind"

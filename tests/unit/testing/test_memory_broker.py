@@ -112,3 +112,21 @@ async def test_redeclare_with_other_arguments_is_refused() -> None:
     await ch.queue_declare("q", arguments={"x-message-ttl": 1000})
     with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed, match="x-message-ttl"):
         await ch.queue_declare("q", arguments={"x-message-ttl": 2000})
+
+
+async def test_connect_returns_the_registered_broker_for_memory_urls() -> None:
+    from rabbitflow.amqp.connection import connect
+    from rabbitflow.errors import ConfigError
+    from rabbitflow.testing.memory import register, unregister
+
+    broker = register(MemoryBroker("unit-connect"))
+    try:
+        connection = await connect("memory://unit-connect")
+        assert isinstance(connection, MemoryConnection)
+        assert connection.broker is broker
+        await connection.close()
+        assert connection.is_closed
+    finally:
+        unregister(broker)
+    with pytest.raises(ConfigError, match=r"memory://"):
+        await connect("http://example.invalid/")
