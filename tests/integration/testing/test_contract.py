@@ -344,3 +344,23 @@ async def test_consistent_hash_keeps_each_key_on_one_queue_in_order(
             order.setdefault(key, []).append(int(seq))
     assert all(len(queues) == 1 for queues in where.values())
     assert order == {key: [0, 1, 2] for key in keys}
+
+
+async def test_x_death_counts_repeat_dead_letterings_and_moves_the_entry_first(
+    backend: Backend,
+) -> None:
+    await backend.queue("a", **{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "b"})
+    await backend.queue("b", **{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "a"})
+    await backend.publish("", "a", "m")
+    for queue in ("a", "b", "a"):
+        await backend.wait_depth(queue, 1)
+        channel = await backend.raw(confirms=False)
+        got = await channel.basic_get(queue, no_ack=False)
+        await channel.basic_nack(got.delivery.delivery_tag, requeue=False)
+        await channel.close()
+    await backend.wait_depth("b", 1)
+    (got,) = await backend.get_all("b")
+    assert [
+        (d["queue"], d["reason"], d["count"], d["routing-keys"]) for d in got.headers["x-death"]
+    ] == [("a", "rejected", 2, ["a"]), ("b", "rejected", 1, ["b"])]
+    assert (got.headers["x-first-death-queue"], got.routing_key) == ("a", "b")
