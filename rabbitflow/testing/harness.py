@@ -26,7 +26,8 @@ from pamqp.commands import Basic
 from rabbitflow.amqp.connection import connect
 from rabbitflow.errors import HandlerTimeout, WaitTimeout
 from rabbitflow.producer import Producer
-from rabbitflow.topology.expand import Role, expand
+from rabbitflow.topology.expand import Role, dead_letter_route, expand
+from rabbitflow.topology.schema import Topology
 from rabbitflow.worker.handler import HandlerSpec
 from rabbitflow.worker.message import Message
 from rabbitflow.worker.outcome import decide
@@ -136,17 +137,17 @@ class Harness:
         return [c for c in self.calls_of(queue) if c.error is not None]
 
     def dead_letter_queues(self, queue: str) -> list[str]:
-        """The queues bound to ``queue``'s dead-letter exchange."""
-        decls = expand(self._topology())
-        dlx = next(
-            (q.arguments.get("x-dead-letter-exchange") for q in decls.queues if q.name == queue),
-            None,
-        )
+        """The queues bound to ``queue``'s dead-letter exchange (``Q.dlq`` for
+        ``dead_letter: true``; for a partitioned queue, the one all partitions share)."""
+        topology = self._topology()
+        declared = topology.queues[queue]
+        route = dead_letter_route(queue, declared)
+        dlx = route[0] if route is not None else declared.arguments.get("x-dead-letter-exchange")
         if dlx is None:
             return []
         return [
             b.destination
-            for b in decls.bindings
+            for b in expand(topology).bindings
             if b.source == dlx and b.destination_type == "queue"
         ]
 
@@ -211,7 +212,7 @@ class Harness:
 
     # -- internals -----------------------------------------------------------------
 
-    def _topology(self) -> Any:
+    def _topology(self) -> Topology:
         assert self.app.topology is not None
         return self.app.topology
 

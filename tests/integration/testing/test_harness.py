@@ -123,3 +123,38 @@ async def test_auto_advance_moves_the_clock_without_a_harness() -> None:
         assert broker.now >= 30
     finally:
         unregister(broker)
+
+
+PARTITIONED = """
+version: 1
+exchanges:
+  orders: {type: topic}
+queues:
+  ship:
+    bind: [{exchange: orders, routing_key: "#"}]
+    partitions: {count: 3, key: routing_key}
+    retry: {max_retries: 1, delays: [5s]}
+"""
+
+
+async def test_partitioned_queue_keeps_key_order_and_shares_one_dlq(memory_url: str) -> None:
+    app = App(load_text(PARTITIONED))
+
+    @app.handler("ship")
+    async def ship(body: dict[str, int], message: Message) -> None:
+        if body["seq"] == 3:
+            raise RuntimeError("never ships")
+
+    async with run_app(app, memory_url) as h:
+        for seq in range(4):
+            for key in range(6):
+                await h.publish("orders", f"key{key}", {"seq": seq})
+        await h.wait_idle()
+        dead = await h.dead_letters("ship")
+    assert h.dead_letter_queues("ship") == ["ship.dlq"]
+    assert len(dead) == 6
+    first_tries = [c for c in h.calls_of("ship") if c.attempt == 1]
+    by_key: dict[str, list[int]] = {}
+    for call in first_tries:
+        by_key.setdefault(call.message.routing_key, []).append(call.body["seq"])
+    assert by_key == {f"key{k}": [0, 1, 2, 3] for k in range(6)}
