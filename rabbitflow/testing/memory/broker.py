@@ -419,12 +419,33 @@ class MemoryBroker:
         for queue in list(self.queues.values()):
             self.dispatch(queue)
 
+    def delivered_properties(self, queue: Queue, message: Stored) -> Basic.Properties:
+        """The properties a consumer sees: a quorum queue adds ``x-delivery-count`` (the
+        times the message was returned so far) to each delivery, not to the stored message,
+        so dead letters do not carry it."""
+        if queue.arg("x-queue-type") != "quorum":
+            return message.properties
+        headers = {**(message.properties.headers or {}), "x-delivery-count": message.returns}
+        return copy_properties(message.properties, headers=headers)
+
     def requeue(self, queue_name: str, messages: Iterable[Stored]) -> None:
+        """Give messages back to their queue, marked redelivered, in their old place.
+
+        A quorum queue counts returns and dead-letters a message returned more often than
+        its ``x-delivery-limit`` (reason ``delivery_limit``).
+        """
         queue = self.queues.get(queue_name)
         if queue is None:
             return
+        quorum = queue.arg("x-queue-type") == "quorum"
+        limit = queue.arg("x-delivery-limit")
         for message in messages:
             message.redelivered = True
+            if quorum:
+                message.returns += 1
+                if limit is not None and message.returns > int(limit):
+                    self.dead_letter(queue, message, "delivery_limit")
+                    continue
             queue.insert(message)
         self.dispatch(queue)
 

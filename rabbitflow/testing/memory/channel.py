@@ -413,7 +413,8 @@ class RawChannel:
             routing_key=message.routing_key,
             message_count=len(q.ready),
         )
-        return _delivered(frame, message.body, self, properties=message.properties)
+        props = self.broker.delivered_properties(q, message)
+        return _delivered(frame, message.body, self, properties=props)
 
     def deliver(self, consumer: Consumer, queue: MemoryQueue | None, message: Stored) -> None:
         """Hand a message to a consumer's callback, in a task of its own (as aiormq)."""
@@ -429,7 +430,12 @@ class RawChannel:
             exchange=message.exchange,
             routing_key=message.routing_key,
         )
-        delivered = _delivered(frame, message.body, self, properties=message.properties)
+        props = (
+            message.properties
+            if queue is None
+            else self.broker.delivered_properties(queue, message)
+        )
+        delivered = _delivered(frame, message.body, self, properties=props)
         self.broker.delivering += 1
         task = asyncio.get_running_loop().create_task(self._run(consumer, delivered))
         self._tasks.add(task)

@@ -50,6 +50,8 @@ class Stored:
     routing_key: str
     expires_at: float | None = None
     redelivered: bool = False
+    returns: int = 0
+    """Times given back to a quorum queue (its ``x-delivery-count``)."""
 
     @property
     def size(self) -> int:
