@@ -147,3 +147,8 @@ class LeaseBusy(RabbitflowError):
             f"idempotency key {key!r} is still being processed by another worker after "
             f"{waited:.1f}s; retrying later (raise max_wait if handlers run longer)"
         )
+
+
+class WaitTimeout(RabbitflowError):
+    """Raised by the test harness (`rabbitflow.testing`) when queues did not become idle,
+    or a condition did not hold, within the time allowed."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Sequence
+from typing import cast
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import aio_pika
@@ -55,8 +56,13 @@ async def connect(
     reasons: list[str] = []
     for url in candidates:
         scheme = urlsplit(url).scheme
+        if scheme == "memory":
+            return await _connect_memory(url)
         if scheme not in ("amqp", "amqps"):
-            raise ConfigError(f"not an AMQP URL: {mask_url(url)} (expected amqp:// or amqps://)")
+            raise ConfigError(
+                f"not an AMQP URL: {mask_url(url)} "
+                "(expected amqp://, amqps:// or, in tests, memory://)"
+            )
         try:
             return await asyncio.wait_for(
                 aio_pika.connect(
@@ -71,6 +77,16 @@ async def connect(
         except (ConnectionError, OSError, aiormq.exceptions.AMQPError, ssl.SSLError) as exc:
             reasons.append(f"{mask_url(url)}: {_reason(exc)}")
     raise BrokerUnavailable("cannot connect to RabbitMQ: " + "; ".join(reasons))
+
+
+async def _connect_memory(url: str) -> AbstractConnection:
+    """A connection to an in-memory broker (``memory://NAME``), for tests.
+
+    Imported here, on first use, so production code never loads the testing package.
+    """
+    from rabbitflow.testing.memory import connect_memory
+
+    return cast(AbstractConnection, await connect_memory(url))
 
 
 def _reason(exc: BaseException) -> str:
