@@ -150,9 +150,9 @@ async def main() -> int:
                                        message_id=order["order_id"])
                 note = WHY.get(order["order_id"], "")
                 console.print(f"  {order['order_id']}  confirmed by the broker  {note}")
-            await producer.publish("orders", "order.refunded", {"order_id": "A-1002"})
-            console.print("  order.refunded  routed to the alternate exchange "
-                          "(orders.unrouted)")
+            await producer.publish("orders", "refund.requested", {"order_id": "A-1002"})
+            console.print("  refund.requested  matches no binding: the alternate exchange "
+                          "parks it in orders.unrouted")
 
         step("let the workers run: retries wait in TTL delay queues, then come back")
         settle_deadline = time.monotonic() + 30

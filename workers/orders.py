@@ -81,17 +81,17 @@ def prepare_shipment(paid: OrderPaid) -> None:
 
 @app.handler("notify.email")
 async def send_email(event: dict[str, object], message: Message) -> None:
-    log.info("email sent", event=message.routing_key, order_id=event.get("order_id"))
+    log.info("email sent", routing_key=message.routing_key, order_id=event.get("order_id"))
 
 
 @app.handler("notify.sms")
 async def send_sms(event: dict[str, object], message: Message) -> None:
-    log.info("sms sent", event=message.routing_key, order_id=event.get("order_id"))
+    log.info("sms sent", routing_key=message.routing_key, order_id=event.get("order_id"))
 
 
 @app.handler("analytics.events", prefetch=64)
 async def track(event: dict[str, object], message: Message) -> None:
-    log.debug("event tracked", event=message.routing_key)
+    log.debug("event tracked", routing_key=message.routing_key)
 
 
 @app.handler("orders.unrouted")
