@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
@@ -37,8 +38,10 @@ def fresh_vhost(prefix: str = "rf-bench") -> Iterator[str]:
     with httpx.Client(base_url=MANAGEMENT, auth=AUTH, timeout=30) as api:
         api.put(f"/vhosts/{quoted}").raise_for_status()
         try:
-            api.put(f"/permissions/{quoted}/guest",
-                    json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+            api.put(
+                f"/permissions/{quoted}/guest",
+                json={"configure": ".*", "write": ".*", "read": ".*"},
+            ).raise_for_status()
             yield name
         finally:
             api.delete(f"/vhosts/{quoted}")
@@ -62,6 +65,21 @@ async def declare(url: str, queues: Mapping[str, Mapping[str, Any]]) -> None:
         await connection.close()
 
 
+def fill_parallel(url: str, exchange: str, count: int, processes: int = 2) -> None:
+    """`fill` from several processes at once: the publisher, not the broker, is the limit."""
+    if count < 100_000:
+        asyncio.run(fill(url, exchange, count))
+        return
+    shares = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
+    with ProcessPoolExecutor(processes) as pool:
+        for f in [pool.submit(_fill_sync, url, exchange, n) for n in shares]:
+            f.result()
+
+
+def _fill_sync(url: str, exchange: str, count: int) -> None:
+    asyncio.run(fill(url, exchange, count))
+
+
 async def fill(url: str, exchange: str, count: int, window: int = 5000) -> None:
     """Publish ``count`` persistent ~200-byte JSON messages to ``exchange``, pipelining
     confirms (at most ``window`` unconfirmed)."""
@@ -72,8 +90,11 @@ async def fill(url: str, exchange: str, count: int, window: int = 5000) -> None:
         body = make_body(0)
         pending: list[asyncio.Future[Any]] = []
         for _ in range(count):
-            pending.append(asyncio.ensure_future(
-                channel.basic_publish(body, exchange=exchange, properties=props)))
+            pending.append(
+                asyncio.ensure_future(
+                    channel.basic_publish(body, exchange=exchange, properties=props)
+                )
+            )
             if len(pending) >= window:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -116,18 +137,30 @@ async def declare_topology(url: str, path: str) -> None:
     try:
         channel = await connection.channel()
         for ex in decl.exchanges:
-            await channel.exchange_declare(ex.name, exchange_type=ex.type, durable=ex.durable,
-                                           auto_delete=ex.auto_delete, internal=ex.internal,
-                                           arguments=dict(ex.arguments))
+            await channel.exchange_declare(
+                ex.name,
+                exchange_type=ex.type,
+                durable=ex.durable,
+                auto_delete=ex.auto_delete,
+                internal=ex.internal,
+                arguments=dict(ex.arguments),
+            )
         for q in decl.queues:
-            await channel.queue_declare(q.name, durable=q.durable, exclusive=q.exclusive,
-                                        auto_delete=q.auto_delete, arguments=dict(q.arguments))
+            await channel.queue_declare(
+                q.name,
+                durable=q.durable,
+                exclusive=q.exclusive,
+                auto_delete=q.auto_delete,
+                arguments=dict(q.arguments),
+            )
         for b in decl.bindings:
             if b.destination_type == "queue":
-                await channel.queue_bind(b.destination, b.source, routing_key=b.routing_key,
-                                         arguments=dict(b.arguments))
+                await channel.queue_bind(
+                    b.destination, b.source, routing_key=b.routing_key, arguments=dict(b.arguments)
+                )
             else:
-                await channel.exchange_bind(b.destination, b.source, routing_key=b.routing_key,
-                                            arguments=dict(b.arguments))
+                await channel.exchange_bind(
+                    b.destination, b.source, routing_key=b.routing_key, arguments=dict(b.arguments)
+                )
     finally:
         await connection.close()

@@ -1,5 +1,7 @@
 """The one table (rich) and the JSON file."""
 
+# ruff: noqa: RUF001  (the en dash of ranges and the multiplication sign of ratios are meant)
+
 from __future__ import annotations
 
 import json
@@ -16,11 +18,16 @@ from benchmarks.stats import ratio
 def _cell(scenario: str, s: dict[str, Any]) -> tuple[str, str]:
     """The figure and its spread, as text."""
     if scenario == "latency":
-        return (f"p50 {s['p50']:.1f} · p95 {s['p95']:.1f} · p99 {s['p99']:.1f} ms",
-                f"{s.get('rate', 0):,.0f} msg/s")
+        return (
+            f"p50 {s['p50']:.1f} · p95 {s['p95']:.1f} · p99 {s['p99']:.1f} ms",
+            f"{s.get('rate', 0):,.0f} msg/s",
+        )
     if scenario == "memory":
-        return (f"RSS {s.get('rss_early_mb', 0):.0f} → {s.get('rss_end_mb', 0):.0f} MB "
-                f"(spread {s.get('rss_spread_pct', 0):.1f} %)", f"{s.get('rate', 0):,.0f} msg/s")
+        return (
+            f"RSS {s.get('rss_early_mb', 0):.0f} → {s.get('rss_end_mb', 0):.0f} MB "
+            f"(spread {s.get('rss_spread_pct', 0):.1f} %)",
+            f"{s.get('rate', 0):,.0f} msg/s",
+        )
     spread = ""
     if s.get("runs", 0) > 1:
         spread = f"{s['rate_min']:,.0f}–{s['rate_max']:,.0f}"
@@ -55,13 +62,27 @@ def table(cases: list[dict[str, Any]], unavailable: dict[str, str]) -> Table:
             name = f"{case['scenario']}: {case['variant']}" if first else ""
             first = False
             if not s.get("ok"):
-                t.add_row(name, label, f"not available ({s.get('reason')})"
-                          if key not in unavailable else "not available", "", "", "")
+                t.add_row(
+                    name,
+                    label,
+                    f"not available ({s.get('reason')})"
+                    if key not in unavailable
+                    else "not available",
+                    "",
+                    "",
+                    "",
+                )
                 continue
             figure, spread = _cell(case["scenario"], s)
             rss = f"{s['rss_peak_mb']:.0f} MB" if s.get("rss_peak_mb") else ""
-            t.add_row(name, label, figure, spread,
-                      "1.00×" if key == BASELINE else _ratio(case["scenario"], s, base), rss)
+            t.add_row(
+                name,
+                label,
+                figure,
+                spread,
+                "1.00×" if key == BASELINE else _ratio(case["scenario"], s, base),
+                rss,
+            )
         t.add_section()
     return t
 

@@ -26,7 +26,7 @@ from rich.console import Console
 
 from benchmarks import broker, report
 from benchmarks.runner import ROOT, _env, check_drained, run_processes, run_single, spec_for
-from benchmarks.scenarios import FULL, QUICK, SCENARIOS, Case, build_cases, order
+from benchmarks.scenarios import FULL, IMPLS, MEMORY, QUICK, SCENARIOS, Case, build_cases, order
 from benchmarks.stats import summarise
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -36,29 +36,54 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: small counts, 1 repetition")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS),
-                   help=f"comma-separated subset of {','.join(SCENARIOS)}")
-    p.add_argument("--impls", default="",
-                   help="comma-separated subset of implementations (default: all)")
+    p.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {','.join(SCENARIOS)}",
+    )
+    p.add_argument(
+        "--impls", default="", help="comma-separated subset of implementations (default: all)"
+    )
     p.add_argument("--repetitions", type=int, default=None, help="repetitions per case")
-    p.add_argument("--count", type=int, default=None,
-                   help="messages per throughput run (overrides the preset)")
+    p.add_argument(
+        "--count", type=int, default=None, help="messages per throughput run (overrides the preset)"
+    )
     p.add_argument("--memory-count", type=int, default=None, help="backlog of the memory case")
-    p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
-                   help="event loop of the workers (uvloop must be installed)")
+    p.add_argument(
+        "--memory-impls",
+        default=",".join(MEMORY),
+        help="implementations of the memory case (default: %(default)s)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop of the workers (uvloop must be installed)",
+    )
     p.add_argument("--output", type=Path, default=RESULTS, help="the JSON results file")
     args = p.parse_args(argv)
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
     if unknown:
         p.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    names = {*args.memory_impls.split(","), *(args.impls.split(",") if args.impls else ())}
+    if bad := names - set(IMPLS):
+        p.error(
+            f"unknown implementation(s): {', '.join(sorted(bad))} (choose from {', '.join(IMPLS)})"
+        )
     return args
 
 
 def probe_rabbitflow() -> str | None:
     """Why rabbitflow's worker API cannot be used, or None when it can."""
     code = "from rabbitflow import App, Message; App.handler; App.publish"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=_env(), cwd=ROOT, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=ROOT,
+        timeout=60,
+    )
     if out.returncode == 0:
         return None
     lines = [x for x in out.stderr.splitlines() if x.strip()]
@@ -76,33 +101,45 @@ def topology_text(case: Case, queues: list[str]) -> str:
     lines = ["version: 1", "queues:"]
     for q in queues:
         if case.scenario == "retry" and q == queue_name("rabbitflow"):
-            lines += [f"  {q}:", "    retry: {max_retries: 3, backoff: fixed, delay: 1ms}",
-                      "    dead_letter: true"]
+            lines += [
+                f"  {q}:",
+                "    retry: {max_retries: 3, backoff: fixed, delay: 1ms}",
+                "    dead_letter: true",
+            ]
         else:
             lines.append(f"  {q}: {{}}")
     return "\n".join(lines) + "\n"
 
 
 async def prepare(case: Case, url: str, impls: tuple[str, ...], topology: str) -> None:
-    """Declare the round's queues and fill them (not measured)."""
-    plain = {queue_name(i): {} for i in impls if not (case.scenario == "retry"
-                                                     and i == "rabbitflow")}
+    """Declare the round's queues and bind them to the fill exchange."""
+    plain: dict[str, dict[str, Any]] = {
+        queue_name(i): {} for i in impls if not (case.scenario == "retry" and i == "rabbitflow")
+    }
     if case.scenario == "retry":
         for impl in impls:
             if impl != "rabbitflow":
                 q = queue_name(impl)
-                plain[f"{q}.delay"] = {"x-message-ttl": 1, "x-dead-letter-exchange": "",
-                                       "x-dead-letter-routing-key": q}
+                plain[f"{q}.delay"] = {
+                    "x-message-ttl": 1,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": q,
+                }
     await broker.declare(url, plain)
     if "rabbitflow" in impls:
         await broker.declare_topology(url, topology)
-    if case.scenario in ("consume", "retry", "memory", "processes"):
+    if needs_fill(case):
         await broker.bind_fanout(url, "bench.fill", [queue_name(i) for i in impls])
-        await broker.fill(url, "bench.fill", case.count)
 
 
-def run_round(case: Case, impls: tuple[str, ...], loop: str,
-              console: Console) -> dict[str, dict[str, Any]]:
+def needs_fill(case: Case) -> bool:
+    """Whether the case drains a pre-filled queue."""
+    return case.scenario in ("consume", "retry", "memory", "processes")
+
+
+def run_round(
+    case: Case, impls: tuple[str, ...], loop: str, console: Console
+) -> dict[str, dict[str, Any]]:
     """One repetition of a case: a fresh vhost, every implementation once."""
     results: dict[str, dict[str, Any]] = {}
     with broker.fresh_vhost() as vhost, tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +148,10 @@ def run_round(case: Case, impls: tuple[str, ...], loop: str,
         Path(topology).write_text(topology_text(case, [queue_name(i) for i in impls]))
         started = time.monotonic()
         asyncio.run(prepare(case, url, impls, topology))
-        console.log(f"{case.key}: filled {case.count:,} in {time.monotonic() - started:.1f}s")
+        if needs_fill(case):
+            broker.fill_parallel(url, "bench.fill", case.count)
+        if needs_fill(case):
+            console.log(f"{case.key}: filled {case.count:,} in {time.monotonic() - started:.1f}s")
         for impl in impls:
             spec = spec_for(case, impl, url, queue_name(impl), topology, loop)
             logs = Path(tmp) / impl
@@ -133,7 +173,7 @@ def _brief(result: dict[str, Any]) -> str:
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("aio-pika", "aiormq", "faststream", "pydantic", "rabbitflow"):
         try:
             versions[pkg] = metadata.version(pkg)
@@ -155,8 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     console = Console(stderr=True)
     preset = QUICK if args.quick else FULL
-    cases = build_cases(preset, tuple(args.scenarios.split(",")), args.repetitions,
-                        args.count, args.memory_count)
+    cases = build_cases(
+        preset,
+        tuple(args.scenarios.split(",")),
+        args.repetitions,
+        args.count,
+        args.memory_count,
+        tuple(args.memory_impls.split(",")),
+    )
     wanted = set(args.impls.split(",")) if args.impls else None
     unavailable: dict[str, str] = {}
     if reason := probe_rabbitflow():
@@ -174,22 +220,41 @@ def main(argv: list[str] | None = None) -> int:
         for impl in impls:
             if impl in unavailable:
                 runs[impl].append({"unavailable": unavailable[impl]})
-        out_cases.append({
-            "scenario": case.scenario, "variant": case.variant, "impls": list(impls),
-            "params": {"count": case.count, "prefetch": case.prefetch, "mode": case.mode,
-                       "window": case.window, "processes": case.processes, "rate": case.rate,
-                       "seconds": case.seconds, "repetitions": case.repetitions},
-            "summary": {i: summarise(case.scenario, runs[i]) for i in impls},
-            "runs": runs,
-        })
+        out_cases.append(
+            {
+                "scenario": case.scenario,
+                "variant": case.variant,
+                "impls": list(impls),
+                "params": {
+                    "count": case.count,
+                    "prefetch": case.prefetch,
+                    "mode": case.mode,
+                    "window": case.window,
+                    "processes": case.processes,
+                    "rate": case.rate,
+                    "seconds": case.seconds,
+                    "repetitions": case.repetitions,
+                },
+                "summary": {i: summarise(case.scenario, runs[i]) for i in impls},
+                "runs": runs,
+            }
+        )
     elapsed = time.monotonic() - started
-    report.show(out_cases, unavailable, Console())
-    report.write_json(args.output, {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
-        "preset": "quick" if args.quick else "full", "loop": args.loop,
-        "elapsed_seconds": round(elapsed, 1), "machine": machine(),
-        "unavailable": unavailable, "cases": out_cases,
-    })
+    report.show(out_cases, unavailable, Console(width=max(Console().width, 150)))
+    report.write_json(
+        args.output,
+        {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": " ".join(
+                ["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]
+            ),
+            "preset": "quick" if args.quick else "full",
+            "loop": args.loop,
+            "elapsed_seconds": round(elapsed, 1),
+            "machine": machine(),
+            "unavailable": unavailable,
+            "cases": out_cases,
+        },
+    )
     console.print(f"done in {elapsed:.0f}s; results in {args.output}")
     return 0

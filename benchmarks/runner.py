@@ -7,6 +7,7 @@ delivery (or first publish) to its last, and reports that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -39,10 +40,8 @@ def tree_rss(proc: psutil.Process) -> int:
     total = 0
     try:
         for p in [proc, *proc.children(recursive=True)]:
-            try:
+            with contextlib.suppress(psutil.Error):  # a child may exit between the two calls
                 total += p.memory_info().rss
-            except psutil.Error:
-                pass
     except psutil.Error:
         return 0
     return total
@@ -53,8 +52,9 @@ class Worker:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self._log = log.open("w")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, env=env,
-                                     cwd=ROOT, text=True)
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=self._log, env=env, cwd=ROOT, text=True
+        )
         self.ps = psutil.Process(self.proc.pid)
         self.ready = threading.Event()
         self.ready_at = 0.0
@@ -95,16 +95,30 @@ class Worker:
 
 def spec_for(case: Case, impl: str, url: str, queue: str, topology: str, loop: str) -> Spec:
     """What one worker is asked to do."""
-    return Spec(scenario=case.scenario, url=url, queue=queue, count=case.count,
-                prefetch=case.prefetch, validate=IMPLS[impl].validate, mode=case.mode or "",
-                window=case.window, retry_queue=f"{queue}.delay", topology=topology, loop=loop)
+    return Spec(
+        scenario=case.scenario,
+        url=url,
+        queue=queue,
+        count=case.count,
+        prefetch=case.prefetch,
+        validate=IMPLS[impl].validate,
+        mode=case.mode or "",
+        window=case.window,
+        retry_queue=f"{queue}.delay",
+        topology=topology,
+        loop=loop,
+    )
 
 
 def run_single(case: Case, impl: str, spec: Spec, logs: Path) -> dict[str, Any]:
     """Run one worker to completion, sampling its RSS; start the pacer for latency."""
     log = logs / f"{impl}.log"
-    args = [sys.executable, "-m", f"benchmarks.workers.{IMPLS[impl].module}",
-            json.dumps(asdict(spec))]
+    args = [
+        sys.executable,
+        "-m",
+        f"benchmarks.workers.{IMPLS[impl].module}",
+        json.dumps(asdict(spec)),
+    ]
     worker = Worker(args, _env(), log)
     deadline = time.monotonic() + 60 + case.count / 300 + case.seconds
     interval = 0.5 if case.scenario == "memory" else 0.1
@@ -116,9 +130,22 @@ def run_single(case: Case, impl: str, spec: Spec, logs: Path) -> dict[str, Any]:
                 return {"error": f"timed out after {deadline:.0f}s"}
             if case.scenario == "latency" and pacer is None and worker.ready.is_set():
                 pacer = subprocess.Popen(
-                    [sys.executable, "-m", "benchmarks.workers.pacer",
-                     json.dumps({"url": spec.url, "queue": spec.queue, "rate": case.rate,
-                                 "seconds": case.seconds})], env=_env(), cwd=ROOT)
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.workers.pacer",
+                        json.dumps(
+                            {
+                                "url": spec.url,
+                                "queue": spec.queue,
+                                "rate": case.rate,
+                                "seconds": case.seconds,
+                            }
+                        ),
+                    ],
+                    env=_env(),
+                    cwd=ROOT,
+                )
             rss = tree_rss(worker.ps)
             if rss and worker.ready.is_set():
                 samples.append((time.monotonic() - worker.ready_at, rss))
@@ -142,13 +169,31 @@ def run_processes(case: Case, impl: str, spec: Spec, logs: Path) -> dict[str, An
     env = _env(BENCH_STATS_DIR=str(stats), BENCH_SPEC=json.dumps(asdict(spec)))
     workers: list[Worker] = []
     if impl == "rabbitflow":
-        cli = str(Path(sys.executable).with_name("rabbitflow"))
-        workers.append(Worker([cli, "run", "benchmarks.workers.rf_app:app",
-                               "--processes", str(case.processes), "--url", spec.url],
-                              env, logs / f"{impl}.log"))
+        # ``python -m rabbitflow`` is the ``rabbitflow`` command, importable from this tree
+        workers.append(
+            Worker(
+                [
+                    sys.executable,
+                    "-m",
+                    "rabbitflow",
+                    "run",
+                    "benchmarks.workers.rf_app:app",
+                    "--processes",
+                    str(case.processes),
+                    "--url",
+                    spec.url,
+                ],
+                env,
+                logs / f"{impl}.log",
+            )
+        )
     else:
-        args = [sys.executable, "-m", f"benchmarks.workers.{IMPLS[impl].module}",
-                json.dumps(asdict(spec))]
+        args = [
+            sys.executable,
+            "-m",
+            f"benchmarks.workers.{IMPLS[impl].module}",
+            json.dumps(asdict(spec)),
+        ]
         workers += [Worker(args, env, logs / f"{impl}-{n}.log") for n in range(case.processes)]
     deadline = time.monotonic() + 60 + case.count / 300
     peak = 0
@@ -159,8 +204,9 @@ def run_processes(case: Case, impl: str, spec: Spec, logs: Path) -> dict[str, An
             if sum(p["count"] for p in parts) >= case.count:
                 break
             if any(w.proc.poll() is not None for w in workers):
-                return workers[0].result(logs / f"{impl}.log" if impl == "rabbitflow"
-                                         else logs / f"{impl}-0.log")
+                return workers[0].result(
+                    logs / f"{impl}.log" if impl == "rabbitflow" else logs / f"{impl}-0.log"
+                )
             if time.monotonic() > deadline:
                 return {"error": "timed out"}
             time.sleep(0.1)
@@ -169,8 +215,13 @@ def run_processes(case: Case, impl: str, spec: Spec, logs: Path) -> dict[str, An
             w.stop()
     seconds = max(p["last"] for p in parts) - min(p["first"] for p in parts)
     total = sum(p["count"] for p in parts)
-    return {"count": total, "seconds": seconds, "rate": total / seconds, "rss_peak": peak,
-            "per_process": [p["count"] for p in parts]}
+    return {
+        "count": total,
+        "seconds": seconds,
+        "rate": total / seconds,
+        "rss_peak": peak,
+        "per_process": [p["count"] for p in parts],
+    }
 
 
 def check_drained(case: Case, url: str, queue: str, result: dict[str, Any]) -> None:

@@ -14,7 +14,16 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from benchmarks.workers.common import Counter, IdleStats, Order, Spec, bodies, publish_all, ready, run
+from benchmarks.workers.common import (
+    Counter,
+    IdleStats,
+    Order,
+    Spec,
+    bodies,
+    publish_all,
+    ready,
+    run,
+)
 
 
 async def consume(spec: Spec) -> dict[str, Any]:
@@ -30,16 +39,17 @@ async def consume(spec: Spec) -> dict[str, Any]:
         validate = spec.validate
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            if validate:
-                order = Order.model_validate_json(message.body)
-                if latency:
-                    counter.hit_latency(order.ts)
-                    await message.ack()
-                    return
-            elif latency:
-                counter.hit_latency(json.loads(message.body)["ts"])
+            if latency:
+                # the delay is taken on arrival; the count only once the ack is written
+                body = message.body
+                ts = Order.model_validate_json(body).ts if validate else json.loads(body)["ts"]
+                latency_ns = time.time_ns() - ts
                 await message.ack()
+                counter.latencies_ns.append(latency_ns)
+                counter.hit()
                 return
+            if validate:
+                Order.model_validate_json(message.body)
             await message.ack()
             if stats is not None:
                 stats.hit()
@@ -66,8 +76,11 @@ async def publish(spec: Spec) -> dict[str, Any]:
 
         async def send(i: int) -> None:
             await exchange.publish(
-                aio_pika.Message(payloads[i], content_type="application/json",
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                aio_pika.Message(
+                    payloads[i],
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
                 routing_key=key,
             )
 
@@ -110,9 +123,12 @@ async def retry(spec: Spec) -> dict[str, Any]:
                 # the handler "failed": the copy goes out confirmed before the ack
                 headers["x-attempt"] = 2
                 await exchange.publish(
-                    aio_pika.Message(message.body, headers=headers,
-                                     content_type=message.content_type,
-                                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    aio_pika.Message(
+                        message.body,
+                        headers=headers,
+                        content_type=message.content_type,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
                     routing_key=spec.retry_queue,
                 )
                 await message.ack()

@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,9 +136,7 @@ def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
 
 
-async def publish_all(
-    send: Callable[[int], Awaitable[Any]], count: int, window: int
-) -> None:
+async def publish_all(send: Callable[[int], Awaitable[Any]], count: int, window: int) -> None:
     """Call ``send(i)`` for ``count`` messages with at most ``window`` unconfirmed at once."""
     pending: set[asyncio.Future[Any]] = set()
     for i in range(count):
@@ -194,9 +192,10 @@ class IdleStats:
                 os.replace(path + ".tmp", path)
 
 
-def run(main: Callable[[Spec], Awaitable[dict[str, Any]]]) -> None:
+def run(main: Callable[[Spec], Coroutine[Any, Any, dict[str, Any]]]) -> None:
     """Run a worker's ``main`` with the spec from argv, on the loop it asks for."""
     spec = Spec.from_argv()
+    result: dict[str, Any]
     if spec.loop == "uvloop":
         import uvloop
 

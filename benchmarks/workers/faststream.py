@@ -14,7 +14,16 @@ from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 
 from benchmarks.workers.aiopika import wait_for_depth
-from benchmarks.workers.common import Counter, IdleStats, Order, Spec, bodies, publish_all, ready, run
+from benchmarks.workers.common import (
+    Counter,
+    IdleStats,
+    Order,
+    Spec,
+    bodies,
+    publish_all,
+    ready,
+    run,
+)
 
 
 def _queue(spec: Spec) -> RabbitQueue:
@@ -27,22 +36,27 @@ async def consume(spec: Spec) -> dict[str, Any]:
     broker = RabbitBroker(spec.url, log_level=30)
     counter = Counter(spec.count)
     stats = IdleStats() if spec.scenario == "processes" else None
-    sub = broker.subscriber(_queue(spec), channel=Channel(prefetch_count=spec.prefetch),
-                            ack_policy=AckPolicy.ACK)
+    sub = broker.subscriber(
+        _queue(spec), channel=Channel(prefetch_count=spec.prefetch), ack_policy=AckPolicy.ACK
+    )
     if spec.scenario == "latency":
         if spec.validate:
+
             @sub
             async def handle_latency_model(body: Order) -> None:
                 counter.hit_latency(body.ts)
         else:
+
             @sub
             async def handle_latency(body):  # type: ignore[no-untyped-def]
                 counter.hit_latency(body["ts"])
     elif spec.validate:
+
         @sub
         async def handle_model(body: Order) -> None:
             stats.hit() if stats is not None else counter.hit()
     else:
+
         @sub
         async def handle(body):  # type: ignore[no-untyped-def]
             stats.hit() if stats is not None else counter.hit()
@@ -61,14 +75,16 @@ async def publish(spec: Spec) -> dict[str, Any]:
     """Publish ``spec.count`` persistent messages in ``spec.mode``."""
     payloads = bodies(spec.count)
     confirms = spec.mode != "none"
-    broker = RabbitBroker(spec.url, log_level=30,
-                          default_channel=Channel(publisher_confirms=confirms))
+    broker = RabbitBroker(
+        spec.url, log_level=30, default_channel=Channel(publisher_confirms=confirms)
+    )
     async with broker:
         await broker.start()
 
         async def send(i: int) -> None:
-            await broker.publish(payloads[i], spec.queue, persist=True,
-                                 content_type="application/json")
+            await broker.publish(
+                payloads[i], spec.queue, persist=True, content_type="application/json"
+            )
 
         start = time.perf_counter()
         if spec.mode == "pipelined":

@@ -21,15 +21,16 @@ async def pace(url: str, queue: str, rate: int, seconds: float) -> None:
     total = int(rate * seconds)
     connection = await aiormq.connect(url)
     try:
-        channel = await connection.channel()
+        channel = await connection.channel(publisher_confirms=False)
         props = Basic.Properties(delivery_mode=2, content_type="application/json")
         sent = 0
         start = time.perf_counter()
         while sent < total:
             due = min(total, int((time.perf_counter() - start) * rate) + 1)
             while sent < due:
-                await channel.basic_publish(make_body(sent, time.time_ns()),
-                                            routing_key=queue, properties=props)
+                await channel.basic_publish(
+                    make_body(sent, time.time_ns()), routing_key=queue, properties=props
+                )
                 sent += 1
             await asyncio.sleep(0.0005)
     finally:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import os
 
-from rabbitflow import App
-
 from benchmarks.workers.common import IdleStats, Order
+from rabbitflow import App
 
 _spec = json.loads(os.environ["BENCH_SPEC"])
 _stats = IdleStats()
