@@ -62,16 +62,13 @@ def table(cases: list[dict[str, Any]], unavailable: dict[str, str]) -> Table:
             name = f"{case['scenario']}: {case['variant']}" if first else ""
             first = False
             if not s.get("ok"):
-                t.add_row(
-                    name,
-                    label,
-                    f"not available ({s.get('reason')})"
-                    if key not in unavailable
-                    else "not available",
-                    "",
-                    "",
-                    "",
-                )
+                if key in unavailable:
+                    text = "not available"
+                elif s.get("unavailable"):
+                    text = f"not available ({s['reason']})"
+                else:
+                    text = f"failed ({s.get('reason')})"
+                t.add_row(name, label, text, "", "", "")
                 continue
             figure, spread = _cell(case["scenario"], s)
             rss = f"{s['rss_peak_mb']:.0f} MB" if s.get("rss_peak_mb") else ""

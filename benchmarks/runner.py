@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -222,6 +223,14 @@ def run_processes(case: Case, impl: str, spec: Spec, logs: Path) -> dict[str, An
         "rss_peak": peak,
         "per_process": [p["count"] for p in parts],
     }
+
+
+def rabbitflow_command() -> list[str]:
+    """``python -m rabbitflow`` (the rabbitflow of this tree) where the package has a
+    ``__main__``, else the ``rabbitflow`` script installed next to this interpreter."""
+    if importlib.util.find_spec("rabbitflow.__main__") is not None:
+        return [sys.executable, "-m", "rabbitflow"]
+    return [str(Path(sys.executable).with_name("rabbitflow"))]
 
 
 def check_drained(case: Case, url: str, queue: str, result: dict[str, Any]) -> None:

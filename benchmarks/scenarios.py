@@ -87,15 +87,15 @@ FULL = Preset(
 )
 QUICK = Preset(
     repetitions=1,
-    consume=2_000,
-    consume_prefetch_1=500,
-    publish=2_000,
-    publish_each=300,
+    consume=1_500,
+    consume_prefetch_1=300,
+    publish=1_500,
+    publish_each=200,
     latency_rate=2_000,
-    latency_seconds=1.5,
-    retry=500,
-    memory=30_000,
-    processes=4_000,
+    latency_seconds=1.0,
+    retry=300,
+    memory=20_000,
+    processes=3_000,
 )
 
 CONSUMERS = ("aiopika", "aiopika+pydantic", "faststream", "faststream+pydantic", "rabbitflow")

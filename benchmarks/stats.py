@@ -11,8 +11,13 @@ def summarise(scenario: str, runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Median figures over the successful runs of one implementation in one case."""
     ok = [r for r in runs if "error" not in r and "unavailable" not in r]
     if not ok:
-        reasons = [r.get("unavailable") or r.get("error") for r in runs]
-        return {"ok": False, "reason": next((x for x in reasons if x), "no runs")}
+        unavailable = next((r["unavailable"] for r in runs if "unavailable" in r), None)
+        error = next((r["error"] for r in runs if "error" in r), None)
+        return {
+            "ok": False,
+            "unavailable": unavailable is not None,
+            "reason": unavailable or error or "no runs",
+        }
     out: dict[str, Any] = {"ok": True, "runs": len(ok)}
     rates = [r["rate"] for r in ok if "rate" in r]
     if rates:
