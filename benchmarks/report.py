@@ -14,6 +14,8 @@ from rich.table import Table
 from benchmarks.scenarios import BASELINE, IMPLS
 from benchmarks.stats import ratio
 
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+
 
 def _cell(scenario: str, s: dict[str, Any]) -> tuple[str, str]:
     """The figure and its spread, as text."""
@@ -47,20 +49,16 @@ def _ratio(scenario: str, s: dict[str, Any], base: dict[str, Any] | None) -> str
     return f"{r:.2f}×" if r is not None else "–"
 
 
-def table(cases: list[dict[str, Any]], unavailable: dict[str, str]) -> Table:
-    """One row per case and implementation."""
-    t = Table(title="rabbitflow benchmarks (medians; ratio to raw aio-pika in the same case)")
-    for name in ("case", "implementation", "result", "spread", "vs aio-pika", "peak RSS"):
-        t.add_column(name, justify="left" if name in ("case", "implementation") else "right")
+def rows(cases: list[dict[str, Any]], unavailable: dict[str, str]) -> list[list[str]]:
+    """The table's cells: one row per case and implementation, the case named once."""
+    out: list[list[str]] = []
     for case in cases:
         summaries = case["summary"]
         base = summaries.get(BASELINE) or summaries.get(case["impls"][0])
-        first = True
-        for key in case["impls"]:
+        for n, key in enumerate(case["impls"]):
             s = summaries[key]
             label = IMPLS[key].label
-            name = f"{case['scenario']}: {case['variant']}" if first else ""
-            first = False
+            name = f"{case['scenario']}: {case['variant']}" if n == 0 else ""
             if not s.get("ok"):
                 if key in unavailable:
                     text = "not available"
@@ -68,20 +66,35 @@ def table(cases: list[dict[str, Any]], unavailable: dict[str, str]) -> Table:
                     text = f"not available ({s['reason']})"
                 else:
                     text = f"failed ({s.get('reason')})"
-                t.add_row(name, label, text, "", "", "")
+                out.append([name, label, text, "", "", ""])
                 continue
             figure, spread = _cell(case["scenario"], s)
             rss = f"{s['rss_peak_mb']:.0f} MB" if s.get("rss_peak_mb") else ""
-            t.add_row(
-                name,
-                label,
-                figure,
-                spread,
-                "1.00×" if key == BASELINE else _ratio(case["scenario"], s, base),
-                rss,
-            )
-        t.add_section()
+            vs = "1.00×" if key == BASELINE else _ratio(case["scenario"], s, base)
+            out.append([name, label, figure, spread, vs, rss])
+    return out
+
+
+COLUMNS = ("case", "implementation", "result", "spread", "vs aio-pika", "peak RSS")
+
+
+def table(cases: list[dict[str, Any]], unavailable: dict[str, str]) -> Table:
+    """The rich table."""
+    t = Table(title="rabbitflow benchmarks (medians; ratio to raw aio-pika in the same case)")
+    for name in COLUMNS:
+        t.add_column(name, justify="left" if name in COLUMNS[:2] else "right")
+    for row in rows(cases, unavailable):
+        if row[0] and t.row_count:
+            t.add_section()
+        t.add_row(*row)
     return t
+
+
+def markdown(cases: list[dict[str, Any]], unavailable: dict[str, str]) -> str:
+    """The same table in Markdown, for the README."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---|---:|---:|---:|---:|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(cases, unavailable)]
+    return "\n".join(lines)
 
 
 def show(cases: list[dict[str, Any]], unavailable: dict[str, str], console: Console) -> None:
@@ -95,3 +108,11 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write the results file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    # python -m benchmarks.report [results.json]: the table of a results file in Markdown
+    import sys
+
+    results = json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else RESULTS).read_text())
+    print(markdown(results["cases"], results.get("unavailable", {})))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import platform
 import subprocess
 import sys
@@ -25,11 +26,10 @@ import psutil
 from rich.console import Console
 
 from benchmarks import broker, report
+from benchmarks.report import RESULTS
 from benchmarks.runner import ROOT, _env, check_drained, run_processes, run_single, spec_for
 from benchmarks.scenarios import FULL, IMPLS, MEMORY, QUICK, SCENARIOS, Case, build_cases, order
 from benchmarks.stats import summarise
-
-RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -208,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     if reason := probe_rabbitflow():
         unavailable["rabbitflow"] = reason
         console.print(f"rabbitflow: not available ({reason})")
+    load_before = os.getloadavg()
+    if load_before[0] > (os.cpu_count() or 1) / 2:
+        console.print(
+            f"warning: load average {load_before[0]:.1f} before the run: "
+            "other work on this machine will move the figures"
+        )
     started = time.monotonic()
     out_cases: list[dict[str, Any]] = []
     for case in cases:
@@ -252,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             "loop": args.loop,
             "elapsed_seconds": round(elapsed, 1),
             "machine": machine(),
+            "load_average": {"before": load_before, "after": os.getloadavg()},
             "unavailable": unavailable,
             "cases": out_cases,
         },
