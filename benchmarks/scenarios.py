@@ -49,6 +49,8 @@ class Case:
     rate: int = 0
     seconds: float = 0.0
     repetitions: int = 3
+    side_by_side: bool = False
+    """Run the implementations at the same time (each on its own queue) instead of in turn."""
 
     @property
     def key(self) -> str:
@@ -202,15 +204,17 @@ def build_cases(
             )
         )
     if "memory" in scenarios:
-        # One run each: draining the backlog takes minutes, and the figure is a curve.
+        # One run, the implementations side by side: draining the backlog takes minutes,
+        # and the figure is a curve, not a rate.
         cases.append(
             Case(
                 "memory",
-                f"{memory_count or preset.memory:,} backlog, prefetch 1000",
+                f"{memory_count or preset.memory:,} backlog, prefetch 1000, side by side",
                 memory_impls,
                 count=memory_count or preset.memory,
                 prefetch=1000,
                 repetitions=1,
+                side_by_side=True,
             )
         )
     if "processes" in scenarios:
