@@ -121,14 +121,15 @@ def run_single(case: Case, impl: str, spec: Spec, logs: Path) -> dict[str, Any]:
         json.dumps(asdict(spec)),
     ]
     worker = Worker(args, _env(), log)
-    deadline = time.monotonic() + 60 + case.count / 300 + case.seconds
+    budget = 60 + case.count / 300 + case.seconds
+    deadline = time.monotonic() + budget
     interval = 0.5 if case.scenario == "memory" else 0.1
     samples: list[tuple[float, int]] = []
     pacer: subprocess.Popen[bytes] | None = None
     try:
         while worker.proc.poll() is None:
             if time.monotonic() > deadline:
-                return {"error": f"timed out after {deadline:.0f}s"}
+                return {"error": f"timed out after {budget:.0f}s"}
             if case.scenario == "latency" and pacer is None and worker.ready.is_set():
                 pacer = subprocess.Popen(
                     [
@@ -196,7 +197,8 @@ def run_processes(case: Case, impl: str, spec: Spec, logs: Path) -> dict[str, An
             json.dumps(asdict(spec)),
         ]
         workers += [Worker(args, env, logs / f"{impl}-{n}.log") for n in range(case.processes)]
-    deadline = time.monotonic() + 60 + case.count / 300
+    budget = 60 + case.count / 300
+    deadline = time.monotonic() + budget
     peak = 0
     try:
         while True:
@@ -209,7 +211,7 @@ def run_processes(case: Case, impl: str, spec: Spec, logs: Path) -> dict[str, An
                     logs / f"{impl}.log" if impl == "rabbitflow" else logs / f"{impl}-0.log"
                 )
             if time.monotonic() > deadline:
-                return {"error": "timed out"}
+                return {"error": f"timed out after {budget:.0f}s"}
             time.sleep(0.1)
     finally:
         for w in workers:
