@@ -171,13 +171,10 @@ def run_processes(case: Case, impl: str, spec: Spec, logs: Path) -> dict[str, An
     env = _env(BENCH_STATS_DIR=str(stats), BENCH_SPEC=json.dumps(asdict(spec)))
     workers: list[Worker] = []
     if impl == "rabbitflow":
-        # ``python -m rabbitflow`` is the ``rabbitflow`` command, importable from this tree
         workers.append(
             Worker(
                 [
-                    sys.executable,
-                    "-m",
-                    "rabbitflow",
+                    *rabbitflow_command(),
                     "run",
                     "benchmarks.workers.rf_app:app",
                     "--processes",
