@@ -1,0 +1,1 @@
+"""Benchmarks: rabbitflow against raw aio-pika and FastStream on the local broker."""

@@ -1,0 +1,1 @@
+"""Benchmark workers: each runs in its own interpreter, started by the harness."""

@@ -1,0 +1,92 @@
+"""rabbitflow through its public API only (DESIGN.md §2): ``App``, ``@app.handler``,
+``async with app``, ``await app.publish``. The harness writes a small topology file for it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from benchmarks.workers.common import Counter, Order, Spec, bodies, emit, publish_all, ready, run
+
+try:
+    from rabbitflow import App, Message
+except ImportError as exc:  # the worker runtime has not landed yet
+    emit({"unavailable": f"cannot import rabbitflow.App: {exc}"})
+    raise SystemExit(3) from None
+
+
+async def consume(spec: Spec) -> dict[str, Any]:
+    """Drain ``spec.count`` messages with a handler taking a pydantic model."""
+    app = App(topology=spec.topology, url=spec.url)
+    counter = Counter(spec.count)
+    if spec.scenario == "latency":
+
+        @app.handler(spec.queue, prefetch=spec.prefetch)
+        async def handle_latency(order: Order) -> None:
+            counter.hit_latency(order.ts)
+
+    else:
+
+        @app.handler(spec.queue, prefetch=spec.prefetch)
+        async def handle(order: Order) -> None:
+            counter.hit()
+
+    async with app:
+        ready()
+        await counter.done.wait()
+        result = counter.result()
+    return result
+
+
+async def retry(spec: Spec) -> dict[str, Any]:
+    """Fail each message once; the queue's retry policy brings it back through a delay queue."""
+    app = App(topology=spec.topology, url=spec.url)
+    counter = Counter(spec.count)
+
+    @app.handler(spec.queue, prefetch=spec.prefetch)
+    async def handle(order: Order, message: Message) -> None:
+        counter.start()
+        if message.attempt == 1:
+            raise RuntimeError("fails once")
+        counter.hit()
+
+    async with app:
+        ready()
+        await counter.done.wait()
+        result = counter.result()
+    return result
+
+
+async def publish(spec: Spec) -> dict[str, Any]:
+    """Publish ``spec.count`` persistent messages; ``app.publish`` always waits for its confirm."""
+    if spec.mode == "none":
+        return {"unavailable": "app.publish always waits for a publisher confirm"}
+    payloads = bodies(spec.count)
+    app = App(topology=spec.topology, url=spec.url)
+    async with app:
+
+        async def send(i: int) -> None:
+            await app.publish("", spec.queue, payloads[i])
+
+        start = time.perf_counter()
+        if spec.mode == "pipelined":
+            await publish_all(send, spec.count, spec.window)
+        else:
+            for i in range(spec.count):
+                await send(i)
+        seconds = time.perf_counter() - start
+    return {"count": spec.count, "seconds": seconds, "rate": spec.count / seconds}
+
+
+async def main(spec: Spec) -> dict[str, Any]:
+    """Dispatch on the scenario."""
+    if spec.scenario == "publish":
+        return await publish(spec)
+    if spec.scenario == "retry":
+        return await retry(spec)
+    return await consume(spec)
+
+
+if __name__ == "__main__":
+    run(main)
