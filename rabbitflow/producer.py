@@ -11,10 +11,14 @@ from rabbitflow.amqp.connection import Link
 from rabbitflow.amqp.publish import BulkResult, Outgoing, Publisher, PublishObserver
 from rabbitflow.amqp.rpc import RequestClient
 from rabbitflow.settings import Settings
+from rabbitflow.tracing import load as load_tracing
 
 
 class Producer:
     """Publishes with confirms over a connection of its own, opened on first use.
+
+    With ``rabbitflow[otel]`` installed, each publish carries its trace context in the
+    W3C ``traceparent`` header (``RABBITFLOW_TRACING=false`` turns that off).
 
     Example:
         async with Producer("amqp://guest:guest@localhost/") as producer:
@@ -30,7 +34,8 @@ class Producer:
         s = self.settings
         self.link = Link(s.urls, name=name, timeout=s.connect_timeout, heartbeat=s.heartbeat)
         self.publisher = Publisher(self.link, timeout=s.publish_timeout,
-                                   max_message_size=s.max_message_size, observer=observer)
+                                   max_message_size=s.max_message_size, observer=observer,
+                                   tracer=load_tracing(s.tracing))
         self.requests = RequestClient(self.link)
 
     async def publish(self, exchange: str, routing_key: str, body: object, *,

@@ -66,15 +66,11 @@ def run(target: str, topologies: tuple[str, ...], queues: str | None, prefetch: 
                              metrics_port=metrics_port, prefetch=prefetch)
     _configure_logging(settings.effective_log_format, settings.log_level)
     if processes > 1:
-        from rabbitflow.worker.supervisor import supervise
-
-        argv = [a for a in _child_argv(sys.argv[1:])]
-        sys.exit(supervise(argv, processes, shutdown_timeout=settings.shutdown_timeout))
+        sys.exit(_supervise(settings, processes))
     try:
         app = load_app(target)
-        app.settings = settings if url else app.settings.model_copy(update={
-            k: v for k, v in settings.model_dump().items() if k != "url"})
-        app.producer = type(app.producer)(settings=app.settings, name="rabbitflow-publisher")
+        app.use_settings(settings if url else app.settings.model_copy(update={
+            k: v for k, v in settings.model_dump().items() if k != "url"}))
         if topologies:
             app.use_topology(list(topologies))
         if no_declare:
@@ -85,18 +81,55 @@ def run(target: str, topologies: tuple[str, ...], queues: str | None, prefetch: 
         fail(str(exc))
 
 
+def _supervise(settings: Any, processes: int) -> int:
+    """The parent of ``--processes N``: supervises, and serves one metrics endpoint for
+    all children from their shared multiprocess files."""
+    from rabbitflow.worker.supervisor import Child, supervise
+
+    argv = _child_argv(sys.argv[1:])
+    if settings.metrics_port is None:
+        return supervise(argv, processes, shutdown_timeout=settings.shutdown_timeout)
+    from rabbitflow.exposition import SharedMetrics, serve
+    from rabbitflow.health import combine
+
+    shared = SharedMetrics()
+    children: list[Child] = []
+
+    def health() -> Any:
+        return combine(((c.index, c.process.pid if c.process else None,
+                         c.restart_at is None and c.process is not None
+                         and c.process.poll() is None) for c in list(children)),
+                       shared.path)
+
+    try:
+        server = serve(settings.metrics_port, shared.registry, health)
+    except RabbitflowError as exc:
+        shared.close()
+        fail(str(exc))
+    try:
+        env = {**os.environ, **shared.child_env()}
+        env.pop("RABBITFLOW_METRICS_PORT", None)
+        return supervise(argv, processes, shutdown_timeout=settings.shutdown_timeout,
+                         env=env, records=children, on_exit=shared.child_exited)
+    finally:
+        server.close()
+        shared.close()
+
+
 def _child_argv(argv: list[str]) -> list[str]:
-    """The parent's arguments with ``--processes N`` removed (children run one each)."""
+    """The parent's arguments without ``--processes N`` (children run one each) and
+    ``--metrics-port N`` (the parent serves it)."""
     out: list[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
             continue
-        if arg == "--processes":
+        # The parent serves the metrics port; its children write to shared files.
+        if arg in ("--processes", "--metrics-port"):
             skip = True
             continue
-        if arg.startswith("--processes="):
+        if arg.startswith(("--processes=", "--metrics-port=")):
             continue
         out.append(arg)
     return out
