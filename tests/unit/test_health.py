@@ -24,7 +24,8 @@ def test_healthy_while_connected_and_consuming_or_paused() -> None:
 
 def test_unhealthy_while_reconnecting_or_with_a_consumer_down() -> None:
     assert worker_health(True, False, [("a", "down")]).reasons == (
-        "not connected to the broker (reconnecting)",)
+        "not connected to the broker (reconnecting)",
+    )
     health = worker_health(True, True, [("a", "consuming"), ("b", "down")])
     assert not health.ok
     assert health.reasons == ("consumer down: b",)
@@ -33,11 +34,9 @@ def test_unhealthy_while_reconnecting_or_with_a_consumer_down() -> None:
 
 def test_the_supervisor_needs_every_child_alive_and_healthy(tmp_path: Path) -> None:
     write_health(tmp_path, Health(True), pid=101)
-    write_health(tmp_path, Health(False, ("not connected to the broker (reconnecting)",)),
-                 pid=102)
+    write_health(tmp_path, Health(False, ("not connected to the broker (reconnecting)",)), pid=102)
     assert combine([(0, 101, True)], tmp_path).ok
-    health = combine([(0, 101, True), (1, 102, True), (2, 103, True), (3, None, False)],
-                     tmp_path)
+    health = combine([(0, 101, True), (1, 102, True), (2, 103, True), (3, None, False)], tmp_path)
     assert not health.ok
     assert health.reasons == (
         "process 1: not connected to the broker (reconnecting)",
@@ -45,7 +44,11 @@ def test_the_supervisor_needs_every_child_alive_and_healthy(tmp_path: Path) -> N
         "process 3: not running (restarting)",
     )
     assert [p["status"] for p in health.body()["processes"]] == [
-        "ok", "unavailable", "starting", "dead"]
+        "ok",
+        "unavailable",
+        "starting",
+        "dead",
+    ]
 
 
 def call(app: Any, path: str) -> tuple[str, dict[str, str], bytes]:
@@ -54,8 +57,14 @@ def call(app: Any, path: str) -> tuple[str, dict[str, str], bytes]:
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
         seen["status"], seen["headers"] = status, dict(headers)
 
-    environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "QUERY_STRING": "",
-               "wsgi.input": io.BytesIO(), "SERVER_NAME": "x", "SERVER_PORT": "1"}
+    environ = {
+        "PATH_INFO": path,
+        "REQUEST_METHOD": "GET",
+        "QUERY_STRING": "",
+        "wsgi.input": io.BytesIO(),
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "1",
+    }
     body = b"".join(app(environ, start_response))
     return seen["status"], seen["headers"], body
 

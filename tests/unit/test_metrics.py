@@ -61,8 +61,7 @@ def test_publishes_by_exchange_and_outcome_with_confirm_latency() -> None:
     assert value(m, "rabbitflow_published_total", exchange="orders", outcome="returned") == 1
     assert value(m, "rabbitflow_published_total", exchange="orders", outcome="failed") == 1
     assert value(m, "rabbitflow_published_total", exchange="orders", outcome="nacked") == 0
-    assert value(m, "rabbitflow_published_total", exchange="amq.default",
-                 outcome="confirmed") == 1
+    assert value(m, "rabbitflow_published_total", exchange="amq.default", outcome="confirmed") == 1
     # a publish without an answer has no confirm latency
     assert value(m, "rabbitflow_publish_confirm_seconds_count", exchange="orders") == 2
 

@@ -27,8 +27,9 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return out
 
 
-def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-           **labels: str) -> float | None:
+def sample(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
@@ -38,3 +39,11 @@ def healthz(port: int) -> tuple[int, Any]:
     except httpx.TransportError:
         return 0, None
     return r.status_code, r.json()
+
+
+def reachable(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    except httpx.TransportError:
+        return False
+    return True
