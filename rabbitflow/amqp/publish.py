@@ -181,8 +181,10 @@ class Publisher:
         else:
             # Only new messages get a context of their own: retry and dead-letter copies
             # go through `send` and keep the one the original carried.
-            props.headers = dict(props.headers or {})
-            with self.tracer.publishing(exchange, routing_key, props.headers):
+            carrier = dict(props.headers or {})
+            with self.tracer.publishing(exchange, routing_key, carrier):
+                if carrier:  # the span's context, when tracing is configured
+                    props.headers = carrier
                 await self.send(exchange, routing_key, data, props, mandatory=mandatory,
                                 timeout=timeout)
         assert props.message_id is not None

@@ -428,7 +428,7 @@ class QueueConsumer:
         try:
             await self.publisher.send("", str(message.reply_to), body, props, mandatory=False)
         except PublishError as exc:
-            self._log.warning("reply not delivered", message_id=message.message_id,
+            self._log.warning("reply not delivered", **_fields(message, "ack", None),
                               reply_to=message.reply_to, reason=str(exc))
 
     async def _ack(self, channel: Any, tag: int) -> None:
