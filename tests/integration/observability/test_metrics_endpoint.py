@@ -126,6 +126,11 @@ async def test_in_flight_and_queue_depth_show_a_backlog(amqp_url: str) -> None:
         )
 
 
+def _delete_queue(vhost: str, queue: str) -> None:
+    with httpx.Client(auth=AUTH, timeout=5) as api:
+        api.delete(f"{MANAGEMENT}/queues/{quote(vhost)}/{quote(queue)}").raise_for_status()
+
+
 def _set_permissions(vhost: str, allow: bool) -> None:
     url = f"{MANAGEMENT}/permissions/{quote(vhost)}/guest"
     with httpx.Client(auth=AUTH, timeout=5) as api:
@@ -170,3 +175,26 @@ async def test_healthz_is_503_while_reconnecting_then_200_again(amqp_url: str, v
             message="200 after reconnecting",
         )
         assert healthz(port)[1]["consumers"] == {"work": "consuming"}
+
+
+async def test_healthz_is_503_after_the_broker_cancelled_a_consumer(
+    amqp_url: str, vhost: str
+) -> None:
+    """With --exit-on-cancel the worker does not redeclare a deleted queue: /healthz
+    names the consumer that is down."""
+    port = free_port()
+    app = make_app(amqp_url, port)
+
+    @app.handler("work")
+    async def handle(body: dict[str, Any]) -> None:
+        pass
+
+    await app.start(exit_on_cancel=True)
+    try:
+        assert healthz(port)[0] == 200
+        _delete_queue(vhost, "work")
+        await wait_for(lambda: healthz(port)[0] == 503, timeout=10, message="503")
+        assert healthz(port)[1]["reasons"] == ["consumer down: work"]
+        assert healthz(port)[1]["consumers"] == {"work": "down"}
+    finally:
+        await app.stop()
