@@ -18,7 +18,7 @@ from rabbitflow.metrics import Metrics
 from rabbitflow.monitor import Monitor, depth_targets
 from rabbitflow.producer import Producer
 from rabbitflow.settings import DEFAULT_PREFETCH, Settings
-from rabbitflow.topology.expand import expand, retry_delays
+from rabbitflow.topology.expand import dead_letter_route, expand, retry_delays
 from rabbitflow.topology.loader import load_topology
 from rabbitflow.topology.schema import Topology
 from rabbitflow.topology.validate import did_you_mean
@@ -183,6 +183,12 @@ class App:
         for spec in specs:
             queue = self.topology.queues[spec.queue]
             metrics.add_queue(spec.queue, retry_delays(queue))
+            # Where the worker's own copies go, exported at 0 from the start.
+            if queue.retry is not None:
+                metrics.add_exchange("")
+            route = dead_letter_route(spec.queue, queue)
+            if route is not None:
+                metrics.add_exchange(route[0])
             consumers = [c for c in worker.consumers if c.route.logical == spec.queue]
             metrics.watch_in_flight(spec.queue, _in_flight_of(consumers))
             breaker = spec.options.get("circuit_breaker")

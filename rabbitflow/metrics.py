@@ -234,8 +234,8 @@ class Metrics:
                 child = q.dead_letters[kind] = self.dead_letters.labels(queue, kind.__name__)
             child.inc()
 
-    def publish(self, exchange: str, outcome: str, seconds: float) -> None:
-        """`PublishObserver`: count one publish and, when the broker answered, its latency."""
+    def add_exchange(self, exchange: str) -> tuple[dict[str, Any], Any]:
+        """Bind the children of an exchange rabbitflow publishes to (``""``: the default)."""
         children = self._exchanges.get(exchange)
         if children is None:
             label = exchange or DEFAULT_EXCHANGE
@@ -243,6 +243,13 @@ class Metrics:
                 {o: self.published.labels(label, o) for o in PUBLISH_OUTCOMES},
                 self.confirm_seconds.labels(label),
             )
+        return children
+
+    def publish(self, exchange: str, outcome: str, seconds: float) -> None:
+        """`PublishObserver`: count one publish and, when the broker answered, its latency."""
+        children = self._exchanges.get(exchange)
+        if children is None:
+            children = self.add_exchange(exchange)
         counters, latency = children
         counters[outcome].inc()
         if outcome != "failed":
