@@ -14,9 +14,8 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import aiormq
 import structlog
@@ -30,6 +29,7 @@ from rabbitflow.topology.schema import RetryPolicy, retry_queue_name
 from rabbitflow.worker.breaker import BreakerState, CircuitBreaker
 from rabbitflow.worker.codec import encode
 from rabbitflow.worker.handler import HandlerSpec
+from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver, message_fields
 from rabbitflow.worker.idempotency import IdempotencyStore, acquire
 from rabbitflow.worker.message import Message
 from rabbitflow.worker.outcome import (
@@ -62,32 +62,6 @@ class Route:
     retry: RetryPolicy | None
     dead_letter: tuple[str, str] | None
     """(exchange, routing key) for dead letters, or None to nack without requeue."""
-
-
-class OutcomeObserver(Protocol):
-    """Told how each delivery was settled; metrics implement it."""
-
-    def __call__(self, queue: str, outcome: str, seconds: float | None, *,
-                 delay_ms: int | None = None, error: BaseException | None = None) -> None:
-        """One delivery of ``queue`` (the logical queue) was settled.
-
-        Args:
-            queue: the queue the handler was registered for.
-            outcome: ``ack``, ``retry``, ``dead_letter``, ``nack`` or ``requeue``.
-            seconds: how long the handler ran; None when it did not run (a duplicate).
-            delay_ms: for ``retry``, the delay tier the copy waits in.
-            error: for a failure, the exception the handler raised.
-        """
-
-
-class DeliveryTracer(Protocol):
-    """Runs each delivery inside a consumer span; `rabbitflow.tracing` implements it."""
-
-    def delivery(self, message: Message) -> AbstractContextManager[object]:
-        """A context in which the delivery is processed (the handler's spans nest in it)."""
-
-    def settled(self, outcome: str, error: BaseException | None) -> None:
-        """Record the outcome on the current delivery's span."""
 
 
 class QueueConsumer:
@@ -291,7 +265,7 @@ class QueueConsumer:
                 if key is not None and not await acquire(self.store, key, lease=self._lease,
                                                          poll_interval=0.05,
                                                          max_wait=self._lease):
-                    self._log.info("duplicate skipped", **_fields(message, "ack", None),
+                    self._log.info("duplicate skipped", **message_fields(message, "ack", None),
                                    key=key)
                     await self._ack(channel, tag)
                     self._settled("ack", None)
@@ -306,7 +280,7 @@ class QueueConsumer:
             if not channel.is_closed:
                 await asyncio.shield(self._nack(channel, tag, requeue=True))
             self._log.warning("handler cancelled; requeued",
-                              **_fields(message, "requeue", elapsed))
+                              **message_fields(message, "requeue", elapsed))
             self._settled("requeue", elapsed)
             raise
         except Exception as exc:
@@ -330,7 +304,7 @@ class QueueConsumer:
             await self._reply(message, result)
         await self._ack(channel, tag)
         if self._log_successes:
-            self._log.debug("message handled", **_fields(message, "ack", elapsed))
+            self._log.debug("message handled", **message_fields(message, "ack", elapsed))
         self._settled("ack", elapsed)
 
     async def _invoke(self, body: Any, message: Message) -> Any:
@@ -359,7 +333,7 @@ class QueueConsumer:
                     error: BaseException, channel: Any, tag: int, elapsed: float) -> None:
         if decision.action is Action.NACK:
             self._log.error("handler failed; queue has no dead letters, nacking",
-                            **_fields(message, "nack", elapsed), error=describe(error))
+                            **message_fields(message, "nack", elapsed), error=describe(error))
             await self._nack(channel, tag, requeue=False)
             self._settled("nack", elapsed, error=error)
             return
@@ -378,18 +352,19 @@ class QueueConsumer:
                 await self._copy_failed(channel, tag, exc, message, error, elapsed)
                 return
         if decision.action is Action.RETRY:
-            self._log.info("handler failed; retrying", **_fields(message, "retry", elapsed),
+            self._log.info("handler failed; retrying", **message_fields(message, "retry", elapsed),
                            error=describe(error), delay_ms=decision.delay_ms)
         else:
             self._log.warning("handler failed; dead-lettered",
-                              **_fields(message, "dead_letter", elapsed), error=describe(error))
+                              **message_fields(message, "dead_letter", elapsed),
+                              error=describe(error))
         await self._ack(channel, tag)
         self._settled(decision.action.value, elapsed, delay_ms=decision.delay_ms, error=error)
 
     async def _copy_failed(self, channel: Any, tag: int, exc: Exception, message: Message,
                            error: BaseException, elapsed: float) -> None:
         self._log.error("could not publish the retry/dead-letter copy; requeueing",
-                        **_fields(message, "requeue", elapsed), error=describe(error),
+                        **message_fields(message, "requeue", elapsed), error=describe(error),
                         reason=str(exc))
         await asyncio.sleep(COPY_FAILURE_PAUSE)
         await self._nack(channel, tag, requeue=True)
@@ -428,7 +403,7 @@ class QueueConsumer:
         try:
             await self.publisher.send("", str(message.reply_to), body, props, mandatory=False)
         except PublishError as exc:
-            self._log.warning("reply not delivered", **_fields(message, "ack", None),
+            self._log.warning("reply not delivered", **message_fields(message, "ack", None),
                               reply_to=message.reply_to, reason=str(exc))
 
     async def _ack(self, channel: Any, tag: int) -> None:
@@ -452,9 +427,3 @@ class QueueConsumer:
         if self.tracer is not None:
             self.tracer.settled(outcome, error)
 
-
-def _fields(message: Message, outcome: str, seconds: float | None) -> dict[str, Any]:
-    """The keys every log event about a message carries (the consumer binds ``queue``)."""
-    return {"message_id": message.message_id, "correlation_id": message.correlation_id,
-            "attempt": message.attempt, "outcome": outcome,
-            "duration_ms": None if seconds is None else round(seconds * 1000, 3)}

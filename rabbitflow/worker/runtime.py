@@ -19,8 +19,9 @@ from rabbitflow.errors import BrokerUnavailable, RabbitflowError
 from rabbitflow.settings import Settings
 from rabbitflow.topology.expand import Declarations, dead_letter_route, physical_queues
 from rabbitflow.topology.schema import Topology
-from rabbitflow.worker.consumer import DeliveryTracer, OutcomeObserver, QueueConsumer, Route
+from rabbitflow.worker.consumer import QueueConsumer, Route
 from rabbitflow.worker.handler import HandlerSpec
+from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver
 
 log = structlog.get_logger("rabbitflow.worker")
 
