@@ -33,10 +33,11 @@ class Producer:
             self.settings = self.settings.model_copy(update={"url": url})
         s = self.settings
         self.link = Link(s.urls, name=name, timeout=s.connect_timeout, heartbeat=s.heartbeat)
+        tracer = load_tracing(s.tracing)
         self.publisher = Publisher(self.link, timeout=s.publish_timeout,
                                    max_message_size=s.max_message_size, observer=observer,
-                                   tracer=load_tracing(s.tracing))
-        self.requests = RequestClient(self.link)
+                                   tracer=tracer)
+        self.requests = RequestClient(self.link, observer=observer, tracer=tracer)
 
     async def publish(self, exchange: str, routing_key: str, body: object, *,
                       headers: Mapping[str, Any] | None = None, message_id: str | None = None,

@@ -198,3 +198,21 @@ async def test_healthz_is_503_after_the_broker_cancelled_a_consumer(
         assert healthz(port)[1]["consumers"] == {"work": "down"}
     finally:
         await app.stop()
+
+
+async def test_requests_and_replies_are_counted_as_publishes(amqp_url: str) -> None:
+    port = free_port()
+    app = make_app(amqp_url, port)
+
+    @app.handler("work")
+    async def double(body: dict[str, Any]) -> dict[str, Any]:
+        return {"n": body["n"] * 2}
+
+    async with app:
+        assert await app.request("orders", "order.quote", {"n": 21}) == {"n": 42}
+        s = scrape(port)
+    assert sample(s, "rabbitflow_published_total", exchange="orders", outcome="confirmed") == 1
+    assert (
+        sample(s, "rabbitflow_published_total", exchange="amq.default", outcome="confirmed") == 1
+    )  # the reply
+    assert sample(s, "rabbitflow_messages_total", queue="work", outcome="ack") == 1
