@@ -1,5 +1,5 @@
-"""``python -m rabbitflow`` is the ``rabbitflow`` command."""
+"""``python -m rabbitflow``: the same as the ``rabbitflow`` command."""
 
 from rabbitflow.cli.main import main
 
-main()
+main(prog_name="rabbitflow")

@@ -60,16 +60,9 @@ class App:
         self.worker: Worker | None = None
         self._monitor: Monitor | None = None
         self._server: Server | None = None
-        self.use_settings(settings)
+        self._use_settings(settings)
 
-    def use_settings(self, settings: Settings) -> None:
-        """Replace the settings (before start): rebuilds the producer and the metrics.
-
-        Metrics are collected when ``metrics_port`` is set (or under a ``--processes``
-        supervisor); otherwise the hot path carries no metrics hooks at all.
-        """
-        if self.worker is not None:
-            raise ConfigError("cannot change the settings of a running app")
+    def _use_settings(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics: Metrics | None = None
         if settings.metrics_dir is not None:
@@ -78,6 +71,20 @@ class App:
             self.metrics = Metrics()
         self.producer = Producer(settings=settings, name="rabbitflow-publisher",
                                  observer=self.metrics.publish if self.metrics else None)
+
+    def configure(self, settings: Settings | None = None, **changes: Any) -> None:
+        """Replace the settings (or change some), before the app starts; rebuilds the
+        producer and the metrics.
+
+        Metrics are collected when ``metrics_port`` is set (or under a ``--processes``
+        supervisor); otherwise the hot path carries no metrics hooks at all.
+
+        Example: ``app.configure(url="amqp://guest:guest@localhost/test")``.
+        """
+        if self.worker is not None:
+            raise ConfigError("configure() must be called before the app starts")
+        base = settings or self.settings
+        self._use_settings(Settings(**{**base.model_dump(), **changes}) if changes else base)
 
     def use_topology(self, topology: TopologySource) -> None:
         """Load (and replace) the topology; checks registered handlers against it."""

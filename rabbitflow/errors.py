@@ -48,18 +48,41 @@ class BrokerUnavailable(RabbitflowError):
 class DeclareConflict(RabbitflowError):
     """Raised when an object on the broker differs from its declaration in the files."""
 
-    def __init__(self, vhost: str, kind: str, name: str, argument: str,
-                 existing: object, declared: object) -> None:
+    def __init__(
+        self, vhost: str, kind: str, name: str, argument: str, existing: object, declared: object
+    ) -> None:
         self.vhost, self.kind, self.name = vhost, kind, name
         self.argument, self.existing, self.declared = argument, existing, declared
         super().__init__(
-            f"vhost {vhost!r}: {kind} {name!r} exists with {argument}={existing!r}, "
-            f"the files declare {argument}={declared!r}; delete it or align the files"
+            f"vhost {vhost!r}: {kind} {name!r} exists with {argument}={_shown(existing)}, "
+            f"the files declare {argument}={_shown(declared)}; delete it or align the files"
         )
+
+
+def _shown(value: object) -> str:
+    """A value in an error line; None is an argument the object does not set."""
+    return "(not set)" if value is None else repr(value)
+
+
+class DeclareFailed(RabbitflowError):
+    """Raised when the broker refuses a declaration for a reason other than a conflict
+    (access refused, a binding to a missing exchange, an unknown exchange type)."""
 
 
 class ManagementError(RabbitflowError):
     """Raised when the RabbitMQ management HTTP API is unreachable or refuses a request."""
+
+
+class ManagementUnavailable(ManagementError):
+    """Raised when the management API does not answer (plugin off, wrong port, timeout)."""
+
+
+class BrokerError(RabbitflowError):
+    """Raised when the broker closes a channel or stops answering in the middle of a command."""
+
+
+class QueueNotFound(RabbitflowError):
+    """Raised when a command needs a queue (a DLQ, a work queue) the broker does not have."""
 
 
 class PublishError(RabbitflowError):
@@ -124,3 +147,8 @@ class LeaseBusy(RabbitflowError):
             f"idempotency key {key!r} is still being processed by another worker after "
             f"{waited:.1f}s; retrying later (raise max_wait if handlers run longer)"
         )
+
+
+class WaitTimeout(RabbitflowError):
+    """Raised by the test harness (`rabbitflow.testing`) when queues did not become idle,
+    or a condition did not hold, within the time allowed."""

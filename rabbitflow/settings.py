@@ -19,8 +19,9 @@ DEFAULT_PREFETCH = 32
 class Settings(BaseSettings):
     """rabbitflow's settings (DESIGN.md §4). Command-line options override them."""
 
-    model_config = SettingsConfigDict(env_prefix="RABBITFLOW_", env_file=".env",
-                                      extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="RABBITFLOW_", env_file=".env", extra="ignore", frozen=True
+    )
 
     url: str = DEFAULT_URL
     """One AMQP URL, or several comma-separated (the nodes of a cluster), tried in turn."""

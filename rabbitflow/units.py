@@ -8,9 +8,16 @@ _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 _DURATION_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$")
 _SIZE_BYTES = {
-    None: 1, "B": 1,
-    "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
-    "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4,
+    None: 1,
+    "B": 1,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "TB": 1000**4,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+    "TiB": 1024**4,
 }
 
 
@@ -33,9 +40,7 @@ def parse_duration(value: object) -> int:
             return int(m.group(1)) * _DURATION_MS[m.group(2)]
         if value.strip().isdigit():
             return int(value)
-    raise ValueError(
-        f"invalid duration {value!r}: use 250ms, 1s, 5m, 1h, 7d or int milliseconds"
-    )
+    raise ValueError(f"invalid duration {value!r}: use 250ms, 1s, 5m, 1h, 7d or int milliseconds")
 
 
 def parse_size(value: object) -> int:

@@ -23,8 +23,9 @@ def create_vhost(name: str) -> None:
     quoted = httpx.URL(f"/{name}").raw_path.decode()[1:]
     with _management() as api:
         api.put(f"/vhosts/{quoted}").raise_for_status()
-        api.put(f"/permissions/{quoted}/guest",
-                json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+        api.put(
+            f"/permissions/{quoted}/guest", json={"configure": ".*", "write": ".*", "read": ".*"}
+        ).raise_for_status()
 
 
 def delete_vhost(name: str) -> None:

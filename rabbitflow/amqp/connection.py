@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Sequence
+from typing import cast
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import aio_pika
@@ -70,12 +71,20 @@ async def connect(
     reasons: list[str] = []
     for url in candidates:
         scheme = urlsplit(url).scheme
+        if scheme == "memory":
+            return await _connect_memory(url)
         if scheme not in ("amqp", "amqps"):
-            raise ConfigError(f"not an AMQP URL: {mask_url(url)} (expected amqp:// or amqps://)")
+            raise ConfigError(
+                f"not an AMQP URL: {mask_url(url)} "
+                "(expected amqp://, amqps:// or, in tests, memory://)"
+            )
         try:
             return await asyncio.wait_for(
-                aio_pika.connect(with_heartbeat(url, heartbeat), connection_class=_Connection,
-                                 client_properties={"connection_name": name}),
+                aio_pika.connect(
+                    with_heartbeat(url, heartbeat),
+                    connection_class=_Connection,
+                    client_properties={"connection_name": name},
+                ),
                 timeout,
             )
         except TimeoutError:
@@ -85,6 +94,16 @@ async def connect(
         except (ConnectionError, OSError, aiormq.exceptions.AMQPError, ssl.SSLError) as exc:
             reasons.append(f"{mask_url(url)}: {_reason(exc)}")
     raise BrokerUnavailable("cannot connect to RabbitMQ: " + "; ".join(reasons))
+
+
+async def _connect_memory(url: str) -> AbstractConnection:
+    """A connection to an in-memory broker (``memory://NAME``), for tests.
+
+    Imported here, on first use, so production code never loads the testing package.
+    """
+    from rabbitflow.testing.memory import connect_memory
+
+    return cast(AbstractConnection, await connect_memory(url))
 
 
 def _reason(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import click
+from pydantic import ValidationError
 
 from rabbitflow.errors import RabbitflowError
 from rabbitflow.settings import Settings, mask_url
@@ -64,10 +65,18 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--url`` and ``--log-format``, accepted after any command name (DESIGN.md §3)."""
-    func = click.option("--url", envvar=None, default=None,
-                        help="AMQP URL(s), comma-separated; default RABBITFLOW_URL.")(func)
-    func = click.option("--log-format", type=click.Choice(["console", "json"]), default=None,
-                        help="Log format; default console on a terminal, else json.")(func)
+    func = click.option(
+        "--url",
+        envvar=None,
+        default=None,
+        help="AMQP URL(s), comma-separated; default RABBITFLOW_URL.",
+    )(func)
+    func = click.option(
+        "--log-format",
+        type=click.Choice(["console", "json"]),
+        default=None,
+        help="Log format; default console on a terminal, else json.",
+    )(func)
     return func
 
 
@@ -75,8 +84,14 @@ def settings_from(url: str | None, log_format: str | None, **overrides: Any) -> 
     """Settings from the environment with command-line options on top."""
     try:
         base = Settings()
-    except Exception as exc:  # pydantic's ValidationError: a bad RABBITFLOW_* variable
-        fail(f"invalid RABBITFLOW_* setting: {str(exc).splitlines()[0:3]}")
+    except ValidationError as exc:  # a bad RABBITFLOW_* variable
+        fail(
+            "; ".join(
+                f"invalid setting RABBITFLOW_{'_'.join(map(str, e['loc'])).upper()}: "
+                f"{e['msg']} (got {e.get('input')!r})"
+                for e in exc.errors(include_url=False)
+            )
+        )
         raise
     values = {"url": url, "log_format": log_format, **overrides}
     changes = {k: v for k, v in values.items() if v is not None}

@@ -1,5 +1,284 @@
-"""Commands: ops."""
+"""Commands: ``status``, ``plan``, ``export``, ``import`` (and, from `cli.dlq`, ``dlq``)."""
 
 from __future__ import annotations
 
-from rabbitflow.cli.main import main  # noqa: F401
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from rabbitflow.amqp.connection import vhost_of
+from rabbitflow.amqp.management import management_client
+from rabbitflow.amqp.plan import Action, Plan, compare, live_declarations
+from rabbitflow.amqp.session import on_broker
+from rabbitflow.amqp.status import QueueStatus, status_from_amqp, status_from_management
+from rabbitflow.cli import dlq as _dlq  # noqa: F401  (attaches the dlq group to main)
+from rabbitflow.cli.main import common_options, fail, handle_errors, main, run_async, settings_from
+from rabbitflow.errors import ConfigError, ManagementUnavailable, TopologyError
+from rabbitflow.render.adopt import adopt
+from rabbitflow.render.definitions import (
+    declarations_from_definitions,
+    retry_metadata,
+    to_definitions,
+    worker_owned_queues,
+)
+from rabbitflow.settings import Settings
+from rabbitflow.topology import Topology, load_text, load_topology
+from rabbitflow.topology.expand import expand
+
+
+@main.command()
+@click.argument("files", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per queue and line.")
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
+@common_options
+@handle_errors
+def status(
+    files: tuple[str, ...],
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    url: str | None,
+    log_format: str | None,
+) -> None:
+    """Per queue: ready, unacked, consumers, rates, retrying and dead letters.
+
+    With FILEs, the queues they declare; without, every queue of the vhost.
+    """
+    settings = settings_from(url, log_format)
+    topology = load_topology(list(files)) if files else None
+    if not watch:
+        rows, note = run_async(_collect_status(settings, topology))
+        _show_status(rows, note, as_json)
+        return
+    try:
+        run_async(_watch_status(settings, topology, as_json, interval))
+    except SystemExit as exc:
+        if exc.code != 130:
+            raise  # Ctrl-C ends --watch normally; anything else is an error
+
+
+async def _collect_status(
+    settings: Settings, topology: Topology | None
+) -> tuple[list[QueueStatus], str | None]:
+    vhost = vhost_of(settings.urls[0])
+    try:
+        async with management_client(settings) as api:
+            return await status_from_management(api, vhost, topology), None
+    except ManagementUnavailable as exc:
+        note = f"{exc}. Showing what AMQP tells (passive declares): no unacked counts and no rates"
+    rows = await on_broker(
+        settings, lambda c: status_from_amqp(c, topology), name="rabbitflow status"
+    )
+    return rows, note
+
+
+async def _watch_status(
+    settings: Settings, topology: Topology | None, as_json: bool, interval: float
+) -> None:
+    if as_json:
+        while True:
+            rows, note = await _collect_status(settings, topology)
+            _show_status(rows, note, True)
+            await asyncio.sleep(interval)
+    with Live(auto_refresh=False, console=Console()) as live:
+        while True:
+            rows, note = await _collect_status(settings, topology)
+            live.update(_status_table(rows, note), refresh=True)
+            await asyncio.sleep(interval)
+
+
+def _show_status(rows: Sequence[QueueStatus], note: str | None, as_json: bool) -> None:
+    if note:
+        click.echo(f"warning: {note}", err=True)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row.as_json()))
+        return
+    Console().print(_status_table(rows, None))
+
+
+def _status_table(rows: Sequence[QueueStatus], note: str | None) -> Table:
+    table = Table(title=note, title_justify="left")
+    for header in (
+        "queue",
+        "ready",
+        "unacked",
+        "consumers",
+        "publish/s",
+        "deliver/s",
+        "retrying",
+        "dead letters",
+    ):
+        table.add_column(header, justify="left" if header == "queue" else "right")
+    for r in rows:
+        if not r.exists:
+            table.add_row(r.queue, "[red]missing[/red]", *["-"] * 6)
+            continue
+        dead = _cell(r.dead_letters)
+        if r.dead_letters:
+            dead = f"[bold red]{dead}[/bold red]"
+        table.add_row(
+            r.queue,
+            _cell(r.ready),
+            _cell(r.unacked),
+            _cell(r.consumers),
+            _cell(r.publish_rate),
+            _cell(r.deliver_rate),
+            _cell(r.retrying),
+            dead,
+        )
+    if not rows:
+        table.caption = "no queues"
+    return table
+
+
+def _cell(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per change and line.")
+@common_options
+@handle_errors
+def plan(files: tuple[str, ...], as_json: bool, url: str | None, log_format: str | None) -> None:
+    """Compare FILEs with the live broker; exit 0 in sync, 2 with differences."""
+    settings = settings_from(url, log_format)
+    declared = expand(load_topology(list(files)))
+    vhost = vhost_of(settings.urls[0])
+
+    async def fetch() -> Plan:
+        async with management_client(settings) as api:
+            return compare(declared, await live_declarations(api, vhost))
+
+    result = run_async(fetch())
+    _show_plan(result, vhost, as_json)
+    sys.exit(0 if result.in_sync else 2)
+
+
+def _show_plan(result: Plan, vhost: str, as_json: bool) -> None:
+    if as_json:
+        for change in result.changes:
+            click.echo(
+                json.dumps(
+                    {
+                        "action": change.action.value,
+                        "kind": change.kind,
+                        "name": change.name,
+                        "differences": [
+                            {"argument": d.argument, "broker": d.live, "files": d.declared}
+                            for d in change.differences
+                        ],
+                    },
+                    default=str,
+                )
+            )
+        return
+    for change in result.changes:
+        click.echo(change.describe())
+    counts = {a: sum(c.action is a for c in result.changes) for a in Action}
+    if result.skipped:
+        click.echo(f"skipped (declared by workers): {', '.join(result.skipped)}")
+    if result.in_sync:
+        click.echo(f"in sync: vhost {vhost!r} holds what the files declare")
+    else:
+        click.echo(
+            f"{counts[Action.CREATE]} to create, {counts[Action.DIFFER]} differing, "
+            f"{counts[Action.EXTRA]} on the broker but in no file (vhost {vhost!r})"
+        )
+
+
+@main.command("export")
+@click.argument("files", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, help="definitions.json, or - for stdout.")
+@click.option(
+    "--vhost", default=None, help="Vhost written into the definitions; default: the vhost of --url."
+)
+@common_options
+@handle_errors
+def export(
+    files: tuple[str, ...], output: str, vhost: str | None, url: str | None, log_format: str | None
+) -> None:
+    """Write RabbitMQ definitions (rabbitmqctl import_definitions) for FILEs."""
+    settings = settings_from(url, log_format)
+    topology = load_topology(list(files))
+    declarations = expand(topology)
+    target = vhost if vhost is not None else vhost_of(settings.urls[0])
+    document = to_definitions(declarations, target, topology)
+    _write(output, json.dumps(document, indent=2) + "\n")
+    skipped = worker_owned_queues(declarations)
+    if output != "-":
+        click.echo(
+            f"wrote {len(document['exchanges'])} exchanges, {len(document['queues'])} "
+            f"queues, {len(document['bindings'])} bindings for vhost {target!r} "
+            f"to {output}"
+        )
+    if skipped:
+        click.echo(f"left out (declared by workers): {', '.join(skipped)}", err=True)
+
+
+@main.command("import")
+@click.argument("definitions")
+@click.option("-o", "--output", required=True, help="topology.yaml, or - for stdout.")
+@click.option(
+    "--vhost", default=None, help="Which vhost to read when the definitions hold several."
+)
+@common_options
+@handle_errors
+def import_(
+    definitions: str, output: str, vhost: str | None, url: str | None, log_format: str | None
+) -> None:
+    """Turn a broker's exported definitions into a topology file."""
+    document = _read_json(definitions)
+    adopted = adopt(declarations_from_definitions(document, vhost), retry_metadata(document))
+    text = adopted.to_yaml()
+    try:
+        topology = load_text(text, output)
+    except TopologyError as exc:  # a bug of ours, not of the user's definitions
+        raise ConfigError(
+            f"the topology read from {definitions} does not validate: {exc.problems[0]}"
+        ) from None
+    _write(output, text)
+    for note in adopted.notes:
+        click.echo(f"note: {note}", err=True)
+    if output != "-":
+        click.echo(
+            f"wrote {len(topology.exchanges)} exchanges and {len(topology.queues)} "
+            f"queues to {output}"
+        )
+
+
+def _read_json(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not JSON: {str(exc).splitlines()[0]}") from None
+
+
+def _write(output: str, text: str) -> None:
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -69,8 +69,10 @@ def run(target: str, topologies: tuple[str, ...], queues: str | None, prefetch: 
         sys.exit(_supervise(settings, processes))
     try:
         app = load_app(target)
-        app.use_settings(settings if url else app.settings.model_copy(update={
-            k: v for k, v in settings.model_dump().items() if k != "url"}))
+        # Command-line options and the environment win; a URL given to App(url=...)
+        # stays unless --url was passed.
+        overrides = settings.model_dump(exclude=set() if url else {"url"})
+        app.configure(**overrides)
         if topologies:
             app.use_topology(list(topologies))
         if no_declare:
@@ -135,11 +137,9 @@ def _child_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def _configure_logging(fmt: str, level: str) -> None:
-    try:
-        from rabbitflow.logs import configure_logging  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # logs.py lands with the foundation branch
-        return
+def _configure_logging(fmt: Literal["console", "json"], level: str) -> None:
+    from rabbitflow.logs import configure_logging
+
     configure_logging(fmt, level)
 
 

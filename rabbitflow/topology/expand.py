@@ -202,10 +202,15 @@ def _retry_queue(name: str, queue: Queue, delay: int) -> QueueDecl:
     if queue.type is QueueType.QUORUM:
         # at-least-once dead-lettering moves the message back only once Q confirmed it,
         # and requires reject-publish overflow.
-        args = {"x-queue-type": "quorum", **args, "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish"}
-    return QueueDecl(retry_queue_name(name, delay), queue.durable, arguments=args,
-                     role=Role.RETRY, owner=name)
+        args = {
+            "x-queue-type": "quorum",
+            **args,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+    return QueueDecl(
+        retry_queue_name(name, delay), queue.durable, arguments=args, role=Role.RETRY, owner=name
+    )
 
 
 def physical_queues(topology: Topology, name: str) -> list[str]:

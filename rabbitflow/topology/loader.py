@@ -42,8 +42,9 @@ def load_topology(
     return load_sources([read_source(str(f), environ=environ) for f in files])
 
 
-def load_text(text: str, file: str = "<string>",
-              environ: Mapping[str, str] | None = None) -> Topology:
+def load_text(
+    text: str, file: str = "<string>", environ: Mapping[str, str] | None = None
+) -> Topology:
     """Load one topology from YAML text (tests, generated files)."""
     return load_sources([read_source(file, text, environ)])
 
@@ -69,8 +70,9 @@ def load_sources(sources: Sequence[Source]) -> Topology:
             seen.add(_freeze(parsed))
             bindings.append(Located(parsed, source, path))
 
-    problems += check_topology(exchanges, queues, bindings, set(merged["exchanges"]),
-                               set(merged["queues"]))
+    problems += check_topology(
+        exchanges, queues, bindings, set(merged["exchanges"]), set(merged["queues"])
+    )
     if problems:
         order = {s.file: i for i, s in enumerate(sources)}
         problems.sort(key=lambda p: (order.get(p.file, 0), p.line, p.column))
@@ -82,29 +84,41 @@ def load_sources(sources: Sequence[Source]) -> Topology:
     )
 
 
-def _read_document(source: Source, merged: dict[str, dict[str, tuple[Source, Path, Any]]],
-                   raw_bindings: list[tuple[Source, Path, Any]]) -> list[Problem]:
+def _read_document(
+    source: Source,
+    merged: dict[str, dict[str, tuple[Source, Path, Any]]],
+    raw_bindings: list[tuple[Source, Path, Any]],
+) -> list[Problem]:
     data = source.data
     if not isinstance(data, dict):
         return [source.problem((), "a topology file is a mapping with 'version: 1' at the top")]
     problems: list[Problem] = []
     for key in data:
         if key not in _TOP_KEYS:
-            problems.append(source.problem((key,), f"unknown key {key!r}"
-                                           + did_you_mean(key, _TOP_KEYS), at_key=True))
+            problems.append(
+                source.problem(
+                    (key,), f"unknown key {key!r}" + did_you_mean(key, _TOP_KEYS), at_key=True
+                )
+            )
     if "version" not in data:
-        problems.append(Problem(source.file, 1, 1, "version",
-                                "missing 'version: 1' at the top of the file"))
+        problems.append(
+            Problem(source.file, 1, 1, "version", "missing 'version: 1' at the top of the file")
+        )
     elif data["version"] != 1 or isinstance(data["version"], bool):
-        problems.append(source.problem(("version",), f"unsupported version "
-                                       f"{data['version']!r}: this rabbitflow reads version: 1"))
+        problems.append(
+            source.problem(
+                ("version",),
+                f"unsupported version {data['version']!r}: this rabbitflow reads version: 1",
+            )
+        )
     for section in _SECTIONS:
         entries = data.get(section)
         if entries is None:
             continue
         if not isinstance(entries, dict):
-            problems.append(source.problem((section,), f"{section} must be a mapping of "
-                                           "names to declarations"))
+            problems.append(
+                source.problem((section,), f"{section} must be a mapping of names to declarations")
+            )
             continue
         for name, raw in entries.items():
             path: Path = (section, name)
@@ -112,17 +126,25 @@ def _read_document(source: Source, merged: dict[str, dict[str, tuple[Source, Pat
             if earlier is None:
                 merged[section][name] = (source, path, {} if raw is None else raw)
             elif earlier[2] != ({} if raw is None else raw):
-                problems.append(source.problem(path, f"{section[:-1]} {name!r} is declared "
-                                               f"differently in {earlier[0].file}; the same "
-                                               "object must be identical in every file",
-                                               at_key=True))
+                problems.append(
+                    source.problem(
+                        path,
+                        f"{section[:-1]} {name!r} is declared "
+                        f"differently in {earlier[0].file}; the same "
+                        "object must be identical in every file",
+                        at_key=True,
+                    )
+                )
     raw_list = data.get("bindings")
     if raw_list is not None:
         if isinstance(raw_list, list):
             raw_bindings += [(source, ("bindings", i), raw) for i, raw in enumerate(raw_list)]
         else:
-            problems.append(source.problem(("bindings",), "bindings must be a list of "
-                                           "{source, destination, routing_key}"))
+            problems.append(
+                source.problem(
+                    ("bindings",), "bindings must be a list of {source, destination, routing_key}"
+                )
+            )
     return problems
 
 
@@ -137,11 +159,15 @@ def _parse_section(
     return parsed
 
 
-def _parse(model: type[M], raw: Any, source: Source, path: Path,
-           problems: list[Problem]) -> M | None:
+def _parse(
+    model: type[M], raw: Any, source: Source, path: Path, problems: list[Problem]
+) -> M | None:
     if not isinstance(raw, dict):
-        problems.append(source.problem(path, f"expected a mapping of {model.__name__.lower()} "
-                                       f"settings, got {_kind(raw)}"))
+        problems.append(
+            source.problem(
+                path, f"expected a mapping of {model.__name__.lower()} settings, got {_kind(raw)}"
+            )
+        )
         return None
     try:
         return model.model_validate(raw)
@@ -157,24 +183,37 @@ def _parse(model: type[M], raw: Any, source: Source, path: Path,
         return None
 
 
-def _to_problem(error: Any, model: type[BaseModel], raw: Any, source: Source,
-                base: Path) -> Problem:
+def _to_problem(
+    error: Any, model: type[BaseModel], raw: Any, source: Source, base: Path
+) -> Problem:
     loc = _clean_loc(error["loc"], raw, error["type"])
     path = (*base, *loc)
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        return source.problem(path, f"unknown key {key!r}"
-                              + did_you_mean(key, _fields_at(model, loc[:-1])), at_key=True)
+        return source.problem(
+            path,
+            f"unknown key {key!r}" + did_you_mean(key, _fields_at(model, loc[:-1])),
+            at_key=True,
+        )
     if kind == "missing":
         return source.problem(path[:-1], f"missing required key {loc[-1]!r}", at_key=True)
     message = str(error["msg"]).removeprefix("Value error, ")
+    # pydantic's sentences start with a capital ("Input should be…"); ours do not.
+    message = message.replace("Input should be", "must be", 1)
+    message = message[:1].lower() + message[1:]
+    hint = ""
     if kind in ("enum", "literal_error") and isinstance(error.get("input"), str):
         expected = error.get("ctx", {}).get("expected", "")
         options = [o.strip(" '") for o in expected.replace(" or ", ",").split(",")]
-        message += did_you_mean(error["input"], [o for o in options if o])
-    elif not message.startswith("invalid") and "input" in error and not isinstance(
-            error["input"], dict | list):
+        hint = did_you_mean(error["input"], [o for o in options if o])
+    if hint:
+        message += hint
+    elif (
+        not message.startswith("invalid")
+        and "input" in error
+        and not isinstance(error["input"], dict | list)
+    ):
         message += f" (got {error['input']!r})"
     return source.problem(path, message)
 
@@ -222,8 +261,14 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 
 def _kind(value: Any) -> str:
-    return {type(None): "nothing", bool: "a boolean", int: "a number", float: "a number",
-            str: f"the string {value!r}", list: "a list"}.get(type(value), type(value).__name__)
+    return {
+        type(None): "nothing",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: f"the string {value!r}",
+        list: "a list",
+    }.get(type(value), type(value).__name__)
 
 
 def _freeze(binding: ExchangeBinding) -> str:

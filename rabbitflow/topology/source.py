@@ -27,9 +27,15 @@ Path = tuple[str | int, ...]
 """Keys from the document root: ``("queues", "orders", "bind", 0, "exchange")``."""
 
 _ALLOWED_TAGS = {
-    "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
-    "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:timestamp",
-    "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:merge",
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:timestamp",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+    "tag:yaml.org,2002:merge",
 }
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
@@ -87,7 +93,8 @@ class _Reader:
         mark = node.start_mark
         self.source.value_marks.setdefault(path, (mark.line + 1, mark.column + 1))
         if node.tag not in _ALLOWED_TAGS:
-            self.fail(node, path, f"tag {node.tag} is not allowed in topology files")
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            self.fail(node, path, f"tag {tag} is not allowed in topology files")
             return None
         if isinstance(node, yaml.MappingNode):
             return self.read_mapping(node, path, depth)
@@ -102,8 +109,10 @@ class _Reader:
         if "${" in node.value:
             expanded = self.expand(node, path)
             if node.style is None:  # a plain scalar is typed after expansion: ${N} → int
-                tag = self.loader.resolve(  # type: ignore[no-untyped-call]  # PyYAML is untyped
-                    yaml.ScalarNode, expanded, (True, False))
+                # PyYAML's resolver is untyped.
+                tag = self.loader.resolve(  # type: ignore[no-untyped-call]
+                    yaml.ScalarNode, expanded, (True, False)
+                )
                 if tag in _ALLOWED_TAGS and tag != "tag:yaml.org,2002:timestamp":
                     return self.loader.construct_object(yaml.ScalarNode(tag, expanded))
             return expanded
@@ -115,8 +124,12 @@ class _Reader:
             value = self.environ.get(name)
             if value is None or (value == "" and default is not None):
                 if default is None:
-                    self.fail(node, path, f"environment variable {name} is not set "
-                              f"(set it, or write ${{{name}:-default}})")
+                    self.fail(
+                        node,
+                        path,
+                        f"environment variable {name} is not set "
+                        f"(set it, or write ${{{name}:-default}})",
+                    )
                     return ""
                 return default
             return value
@@ -133,6 +146,10 @@ class _Reader:
             if not isinstance(key_node, yaml.ScalarNode):
                 self.fail(key_node, path, "keys must be plain strings")
                 continue
+            if key_node.tag not in _ALLOWED_TAGS:
+                tag = key_node.tag.replace("tag:yaml.org,2002:", "!!")
+                self.fail(key_node, path, f"tag {tag} is not allowed in topology files")
+                continue
             key = self.read_scalar(key_node, path)
             if key is None or isinstance(key, bool | float):
                 self.fail(key_node, path, f"key {key_node.value!r} must be a string")
@@ -140,11 +157,16 @@ class _Reader:
             key = str(key)
             child = (*path, key)
             if key in result:
-                self.fail(key_node, child, f"duplicate key {key!r} (first at line "
-                          f"{self.source.key_marks[child][0]})")
+                self.fail(
+                    key_node,
+                    child,
+                    f"duplicate key {key!r} (first at line {self.source.key_marks[child][0]})",
+                )
                 continue
-            self.source.key_marks[child] = (key_node.start_mark.line + 1,
-                                            key_node.start_mark.column + 1)
+            self.source.key_marks[child] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
             result[key] = self.read(value_node, child, depth + 1)
         return {**merged, **result}
 
@@ -169,8 +191,28 @@ class _TooDeep(_TooLarge):
     pass
 
 
-def read_source(file: str, text: str | None = None,
-                environ: Mapping[str, str] | None = None) -> Source:
+def _too_deep(text: str) -> tuple[int, int] | None:
+    """Where (line, column, from 1) nesting first exceeds `MAX_DEPTH`, from parser events.
+
+    PyYAML's composer recurses once per level, so a document of ten thousand ``[`` would
+    exhaust Python's stack before our own reader could count; the event parser does not
+    recurse.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            mark = event.start_mark
+            if depth > MAX_DEPTH and mark is not None:
+                return mark.line + 1, mark.column + 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return None
+
+
+def read_source(
+    file: str, text: str | None = None, environ: Mapping[str, str] | None = None
+) -> Source:
     """Read one YAML file (or ``text`` standing for it) into a `Source`.
 
     Problems (unreadable file, syntax error, forbidden tag, size, unset variable) are
@@ -181,8 +223,16 @@ def read_source(file: str, text: str | None = None,
         try:
             size = os.path.getsize(file)
             if size > MAX_FILE_BYTES:
-                source.problems.append(Problem(file, 1, 1, "", f"file is {size} bytes; topology "
-                                               f"files are limited to {MAX_FILE_BYTES} bytes"))
+                source.problems.append(
+                    Problem(
+                        file,
+                        1,
+                        1,
+                        "",
+                        f"file is {size} bytes; topology "
+                        f"files are limited to {MAX_FILE_BYTES} bytes",
+                    )
+                )
                 return source
             with open(file, encoding="utf-8") as f:
                 text = f.read()
@@ -191,32 +241,49 @@ def read_source(file: str, text: str | None = None,
             source.problems.append(Problem(file, 1, 1, "", f"cannot read file: {reason}"))
             return source
     if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
-        source.problems.append(Problem(file, 1, 1, "", f"topology files are limited to "
-                                       f"{MAX_FILE_BYTES} bytes"))
+        source.problems.append(
+            Problem(file, 1, 1, "", f"topology files are limited to {MAX_FILE_BYTES} bytes")
+        )
         return source
     try:
+        too_deep = _too_deep(text)
+        if too_deep is not None:
+            source.problems.append(
+                Problem(
+                    file,
+                    *too_deep,
+                    "",
+                    f"document refused: nested more than {MAX_DEPTH} levels deep",
+                )
+            )
+            return source
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+        message = ": ".join(str(part) for part in (exc.context, exc.problem) if part)
         source.problems.append(Problem(file, line, col, "", f"YAML syntax error: {message}"))
         return source
     except yaml.YAMLError as exc:
         source.problems.append(Problem(file, 1, 1, "", f"YAML error: {exc}"))
         return source
     if node is None:
-        source.problems.append(Problem(file, 1, 1, "", "file is empty: a topology starts with "
-                                       "'version: 1'"))
+        source.problems.append(
+            Problem(file, 1, 1, "", "file is empty: a topology starts with 'version: 1'")
+        )
         return source
     reader = _Reader(source, os.environ if environ is None else environ)
     try:
         source.data = reader.read(node, ())
     except _TooLarge as exc:
         mark = exc.node.start_mark
-        what = ("nested too deeply" if isinstance(exc, _TooDeep)
-                else f"more than {MAX_NODES} values (an alias bomb?)")
-        source.problems.append(Problem(file, mark.line + 1, mark.column + 1, "",
-                                       f"document refused: {what}"))
+        what = (
+            "nested too deeply"
+            if isinstance(exc, _TooDeep)
+            else f"more than {MAX_NODES} values (an alias bomb?)"
+        )
+        source.problems.append(
+            Problem(file, mark.line + 1, mark.column + 1, "", f"document refused: {what}")
+        )
         source.data = None
     return source

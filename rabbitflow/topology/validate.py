@@ -79,9 +79,14 @@ def check_topology(
         problems += _check_name(name, ex, "exchange")
         alt = ex.value.alternate_exchange
         if alt is not None and not _known_exchange(alt, exchange_names):
-            problems.append(ex.problem(
-                f"alternate exchange {alt!r} is not declared in any file"
-                + did_you_mean(alt, exchange_names), "alternate_exchange", at_key=False))
+            problems.append(
+                ex.problem(
+                    f"alternate exchange {alt!r} is not declared in any file"
+                    + did_you_mean(alt, exchange_names),
+                    "alternate_exchange",
+                    at_key=False,
+                )
+            )
     for name, q in queues.items():
         problems += _check_name(name, q, "queue")
         problems += _check_queue_options(q)
@@ -92,11 +97,15 @@ def check_topology(
         for end in ("source", "destination"):
             ref = getattr(b.value, end)
             if not _known_exchange(ref, exchange_names) or ref == "":
-                problems.append(b.problem(
-                    f"exchange {ref!r} is not declared in any file"
-                    + did_you_mean(ref, exchange_names), end, at_key=False))
-        problems += _check_headers_use(b, b.value.source, exchanges, b.value.match,
-                                       b.value.headers)
+                problems.append(
+                    b.problem(
+                        f"exchange {ref!r} is not declared in any file"
+                        + did_you_mean(ref, exchange_names),
+                        end,
+                        at_key=False,
+                    )
+                )
+        problems += _check_headers_use(b, b.value.source, exchanges, b.value.match, b.value.headers)
     problems += _check_generated_names(queues, exchange_names, queue_names)
     return problems
 
@@ -135,70 +144,107 @@ _TYPE_ONLY: dict[str, tuple[QueueType, ...]] = {
 }
 
 
+def _is_unset(value: object) -> bool:
+    # Identity, not equality: 0 == False, and `delivery_limit: 0` is a setting.
+    return value is None or value is False
+
+
 def _check_queue_options(q: Located[Queue]) -> Iterator[Problem]:
     queue = q.value
     set_fields = queue.model_fields_set
     for option, types in _TYPE_ONLY.items():
         value = getattr(queue, option)
-        if option in set_fields and value not in (None, False) and queue.type not in types:
+        if option in set_fields and not _is_unset(value) and queue.type not in types:
             allowed = " and ".join(t.value for t in types)
             yield q.problem(f"{option} is for {allowed} queues, not {queue.type.value}", option)
-    if queue.type is QueueType.STREAM and queue.dead_letter not in (None, False):
-        yield q.problem("a stream queue takes no dead_letter (nothing is ever rejected "
-                        "from a stream)", "dead_letter")
+    if queue.type is QueueType.STREAM and not _is_unset(queue.dead_letter):
+        yield q.problem(
+            "a stream queue takes no dead_letter (nothing is ever rejected from a stream)",
+            "dead_letter",
+        )
     if queue.overflow is Overflow.REJECT_PUBLISH_DLX and queue.type is not QueueType.CLASSIC:
-        yield q.problem("overflow reject-publish-dlx is for classic queues only; use "
-                        "reject-publish", "overflow", at_key=False)
+        yield q.problem(
+            "overflow reject-publish-dlx is for classic queues only; use reject-publish",
+            "overflow",
+            at_key=False,
+        )
     if queue.type is not QueueType.CLASSIC and not queue.durable:
         yield q.problem(f"{queue.type.value} queues are always durable", "durable")
     retry = queue.retry
     if retry is not None and retry.delays is not None:
         mixed = sorted({"backoff", "delay", "multiplier"} & retry.model_fields_set)
         if mixed:
-            yield q.problem(f"delays is an explicit schedule; remove {', '.join(mixed)}",
-                            "retry", mixed[0])
-    if (retry is not None and "multiplier" in retry.model_fields_set
-            and retry.backoff.value != "exponential"):
-        yield q.problem(f"multiplier applies to backoff: exponential, not "
-                        f"{retry.backoff.value}", "retry", "multiplier")
+            yield q.problem(
+                f"delays is an explicit schedule; remove {', '.join(mixed)}", "retry", mixed[0]
+            )
+    if (
+        retry is not None
+        and "multiplier" in retry.model_fields_set
+        and retry.backoff.value != "exponential"
+    ):
+        yield q.problem(
+            f"multiplier applies to backoff: exponential, not {retry.backoff.value}",
+            "retry",
+            "multiplier",
+        )
 
 
-def _check_queue_bindings(q: Located[Queue], exchanges: dict[str, Located[Exchange]],
-                          names: set[str]) -> Iterator[Problem]:
+def _check_queue_bindings(
+    q: Located[Queue], exchanges: dict[str, Located[Exchange]], names: set[str]
+) -> Iterator[Problem]:
     for i, binding in enumerate(q.value.bind):
         if binding.exchange == "":
-            yield q.problem("the default exchange routes by queue name and takes no "
-                            "bindings", "bind", i, "exchange", at_key=False)
+            yield q.problem(
+                "the default exchange routes by queue name and takes no bindings",
+                "bind",
+                i,
+                "exchange",
+                at_key=False,
+            )
         elif not _known_exchange(binding.exchange, names):
-            yield q.problem(f"exchange {binding.exchange!r} is not declared in any file"
-                            + did_you_mean(binding.exchange, names),
-                            "bind", i, "exchange", at_key=False)
+            yield q.problem(
+                f"exchange {binding.exchange!r} is not declared in any file"
+                + did_you_mean(binding.exchange, names),
+                "bind",
+                i,
+                "exchange",
+                at_key=False,
+            )
         if binding.routing_key is not None and binding.routing_keys is not None:
-            yield q.problem("give routing_key or routing_keys, not both", "bind", i,
-                            "routing_keys")
+            yield q.problem("give routing_key or routing_keys, not both", "bind", i, "routing_keys")
         sub = Located(binding, q.source, (*q.path, "bind", i))
-        yield from _check_headers_use(sub, binding.exchange, exchanges, binding.match,
-                                      binding.headers)
+        yield from _check_headers_use(
+            sub, binding.exchange, exchanges, binding.match, binding.headers
+        )
 
 
-def _check_headers_use(b: Located[Binding] | Located[ExchangeBinding], exchange: str,
-                       exchanges: dict[str, Located[Exchange]], match: str | None,
-                       headers: object) -> Iterator[Problem]:
+def _check_headers_use(
+    b: Located[Binding] | Located[ExchangeBinding],
+    exchange: str,
+    exchanges: dict[str, Located[Exchange]],
+    match: str | None,
+    headers: object,
+) -> Iterator[Problem]:
     kind = _exchange_type(exchange, exchanges)
     if kind is None or kind is ExchangeType.HEADERS:
         return
     for key, value in (("match", match), ("headers", headers)):
         if value is not None:
-            yield b.problem(f"{key} applies to headers exchanges; {exchange!r} is "
-                            f"{kind.value}", key)
+            yield b.problem(
+                f"{key} applies to headers exchanges; {exchange!r} is {kind.value}", key
+            )
 
 
 def _check_dead_letter(q: Located[Queue], names: set[str]) -> Iterator[Problem]:
     target = q.value.dead_letter
     if isinstance(target, DeadLetterTarget) and not _known_exchange(target.exchange, names):
-        yield q.problem(f"dead-letter exchange {target.exchange!r} is not declared in any "
-                        "file" + did_you_mean(target.exchange, names),
-                        "dead_letter", "exchange", at_key=False)
+        yield q.problem(
+            f"dead-letter exchange {target.exchange!r} is not declared in any "
+            "file" + did_you_mean(target.exchange, names),
+            "dead_letter",
+            "exchange",
+            at_key=False,
+        )
 
 
 def _check_partitions(q: Located[Queue]) -> Iterator[Problem]:
@@ -248,9 +294,11 @@ def _check_generated_names(queues: dict[str, Located[Queue]], exchange_names: se
         for made, option in made_queues:
             if made in queue_names:
                 at = (option,) if option in queue.model_fields_set else ()
-                yield q.problem(f"{option} generates queue {made!r}, which is also declared",
-                                *at)
+                yield q.problem(f"{option} generates queue {made!r}, which is also declared", *at)
             elif made in generated:
-                yield q.problem(f"{option} generates queue {made!r}, which queue "
-                                f"{generated[made]!r} generates too", option)
+                yield q.problem(
+                    f"{option} generates queue {made!r}, which queue "
+                    f"{generated[made]!r} generates too",
+                    option,
+                )
             generated[made] = name

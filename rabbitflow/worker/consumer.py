@@ -26,6 +26,7 @@ from pamqp.commands import Basic
 from rabbitflow.amqp.publish import Publisher
 from rabbitflow.errors import BodyDecodeError, HandlerTimeout, PublishError, Unroutable
 from rabbitflow.topology.schema import RetryPolicy, retry_queue_name
+from rabbitflow.worker.acks import Acker
 from rabbitflow.worker.breaker import BreakerState, CircuitBreaker
 from rabbitflow.worker.codec import encode
 from rabbitflow.worker.handler import HandlerSpec
@@ -85,6 +86,7 @@ class QueueConsumer:
         self._channel: AbstractChannel | None = None
         self._raw: aiormq.abc.AbstractChannel | None = None
         self._tag: str | None = None
+        self._acker: Acker | None = None
         self._stopping = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
@@ -120,6 +122,7 @@ class QueueConsumer:
         await raw.basic_qos(prefetch_count=self.prefetch)
         raw.on_consumer_cancel_callbacks.add(self._broker_cancelled)
         self._raw = raw
+        self._acker = Acker(raw, self._late_ack)
         self.active = True
         if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
             self._pause()
@@ -210,6 +213,9 @@ class QueueConsumer:
     async def close(self) -> None:
         """Close the channel without waiting for handlers (the connection is gone)."""
         self.active = False
+        if self._acker is not None:
+            self._acker.flush()
+            await asyncio.sleep(0)  # let the last ack frame reach the write queue
         channel, self._channel, self._raw = self._channel, None, None
         if channel is not None and not channel.is_closed:
             try:
@@ -222,6 +228,9 @@ class QueueConsumer:
         # how many exist at once.
         tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
         channel = raw.channel
+        acker = self._acker
+        if acker is not None and acker.channel is channel:
+            acker.delivered(tag)
         if self._stopping:
             await self._nack(channel, tag, requeue=True)
             return
@@ -407,18 +416,29 @@ class QueueConsumer:
                               reply_to=message.reply_to, reason=str(exc))
 
     async def _ack(self, channel: Any, tag: int) -> None:
+        acker = self._acker
+        if acker is not None and acker.channel is channel:
+            acker.ack(tag)  # coalesced into one basic.ack(multiple=True) per loop turn
+            return
         try:
             await channel.basic_ack(tag, wait=False)
-        except _CHANNEL_GONE:
-            # The broker requeued the message when the channel died: it will be
-            # delivered again (at-least-once), so the late ack is dropped.
-            self._log.warning("late ack dropped: channel closed", delivery_tag=tag)
+        except _CHANNEL_GONE as exc:
+            self._late_ack(exc, tag)
+
+    def _late_ack(self, exc: BaseException, tag: int | None = None) -> None:
+        # The broker requeued the message when the channel died: it will be delivered
+        # again (at-least-once), so the late ack is dropped.
+        self._log.warning("late ack dropped: channel closed", delivery_tag=tag,
+                          reason=str(exc))
 
     async def _nack(self, channel: Any, tag: int, *, requeue: bool) -> None:
+        acker = self._acker
         try:
             await channel.basic_nack(tag, requeue=requeue, wait=False)
         except _CHANNEL_GONE:
             self._log.warning("late nack dropped: channel closed", delivery_tag=tag)
+        if acker is not None and acker.channel is channel:
+            acker.settled(tag)
 
     def _settled(self, outcome: str, seconds: float | None, *, delay_ms: int | None = None,
                  error: BaseException | None = None) -> None:

@@ -13,7 +13,7 @@ import structlog
 from aio_pika.abc import AbstractConnection
 
 from rabbitflow.amqp.connection import connect
-from rabbitflow.amqp.declare import declare
+from rabbitflow.amqp.declare import conflicts, declare
 from rabbitflow.amqp.publish import Publisher
 from rabbitflow.errors import BrokerUnavailable, RabbitflowError
 from rabbitflow.settings import Settings
@@ -114,6 +114,7 @@ class Worker:
             for consumer in self.consumers:
                 await consumer.start(connection)
         except BaseException:
+            connection.close_callbacks.discard(self._connection_closed)
             with contextlib.suppress(Exception):
                 await connection.close()
             raise
@@ -125,7 +126,12 @@ class Worker:
             return
         # Exclusive and auto-delete queues die with the connection, so they are declared
         # on every (re)connect; the rest only at start or when a queue vanished.
-        await declare(connection, self.declarations, include_worker_owned=True)
+        found = conflicts(await declare(connection, self.declarations,
+                                        include_worker_owned=True))
+        for conflict in found[1:]:
+            log.error("topology conflicts with the broker", reason=str(conflict))
+        if found:
+            raise found[0]
 
     def _connection_closed(self, _sender: Any, exc: BaseException | None = None) -> None:
         if not self._stopping:

@@ -177,3 +177,28 @@ async def test_deleted_queue_with_exit_on_cancel_exits_non_zero(worker: Any, vho
     assert w.process is not None
     assert w.process.wait(timeout=20) == 1
     assert "cancelled by the broker" in w.output()
+
+
+async def test_run_refuses_a_topology_that_conflicts_with_the_broker(
+        worker: Any, vhost: str, channel: Any) -> None:
+    await channel.declare_queue("jobs", durable=True)  # classic; the file says quorum
+    w = worker()
+    w.start()
+    assert w.process is not None
+    assert w.process.wait(timeout=30) == 1
+    out = w.output()
+    # the broker names the first argument that differs
+    assert f"error: vhost {vhost!r}: queue 'jobs' exists with x-" in out
+    assert "connection lost" not in out
+    assert "Traceback" not in out
+
+
+async def test_run_with_the_broker_down_fails_fast_with_one_line(worker: Any) -> None:
+    w = worker(RABBITFLOW_URL="amqp://guest:s3cret@127.0.0.1:1/")
+    w.start()
+    assert w.process is not None
+    assert w.process.wait(timeout=30) == 1
+    out = w.output()
+    assert "error: cannot connect to RabbitMQ" in out
+    assert "s3cret" not in out
+    assert "Traceback" not in out

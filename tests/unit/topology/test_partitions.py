@@ -163,8 +163,8 @@ def test_key_defaults_to_the_routing_key() -> None:
 @pytest.mark.parametrize(
     ("partitions", "message"),
     [
-        ("{count: 0}", "queues.q.partitions.count: Input should be greater than or equal to 1"),
-        ("{count: 1025}", "queues.q.partitions.count: Input should be less than or equal to 1024"),
+        ("{count: 0}", "queues.q.partitions.count: must be greater than or equal to 1"),
+        ("{count: 1025}", "queues.q.partitions.count: must be less than or equal to 1024"),
         (
             "{count: 2, key: {header: ''}}",
             "queues.q.partitions.key: the header name must be a non-empty string",

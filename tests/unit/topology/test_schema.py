@@ -23,9 +23,15 @@ def test_schedule_follows_the_backoff(policy: dict[str, object], schedule: tuple
 
 @pytest.mark.parametrize(
     ("delay", "name"),
-    [(500, "q.retry.500ms"), (1000, "q.retry.1s"), (90_000, "q.retry.90s"),
-     (120_000, "q.retry.2m"), (3_600_000, "q.retry.1h"), (86_400_000, "q.retry.1d"),
-     (1500, "q.retry.1500ms")],
+    [
+        (500, "q.retry.500ms"),
+        (1000, "q.retry.1s"),
+        (90_000, "q.retry.90s"),
+        (120_000, "q.retry.2m"),
+        (3_600_000, "q.retry.1h"),
+        (86_400_000, "q.retry.1d"),
+        (1500, "q.retry.1500ms"),
+    ],
 )
 def test_retry_queue_is_named_in_the_largest_exact_unit(delay: int, name: str) -> None:
     assert retry_queue_name("q", delay) == name

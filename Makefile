@@ -1,0 +1,43 @@
+# Everything from nothing: `make demo` shows rabbitflow working, `make test` runs the tests.
+# Both create the virtualenv and make sure a local RabbitMQ answers first.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: venv broker demo test test-fast lint format clean
+
+venv: $(STAMP)
+
+# Reinstall when pyproject.toml changes (new dependencies).
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+broker:
+	bash scripts/ensure-broker.sh
+
+demo: venv broker
+	bash scripts/demo.sh
+
+# Fast tier first (no broker), then the broker tier.
+test: venv broker
+	$(VENV)/bin/python -m pytest -m "not broker"
+	$(VENV)/bin/python -m pytest -m broker
+
+# Unit tests only: no broker needed.
+test-fast: venv
+	$(VENV)/bin/python -m pytest -m "not broker"
+
+lint: venv
+	$(VENV)/bin/ruff check rabbitflow tests
+	$(VENV)/bin/ruff format --check rabbitflow tests
+	$(VENV)/bin/mypy rabbitflow
+
+format: venv
+	$(VENV)/bin/ruff format rabbitflow tests
+	$(VENV)/bin/ruff check --fix rabbitflow tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

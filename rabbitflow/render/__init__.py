@@ -1,0 +1,1 @@
+"""Pure output: graphs and RabbitMQ definitions, drawn from declarations."""

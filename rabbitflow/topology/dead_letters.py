@@ -1,0 +1,86 @@
+"""Where a work queue's dead letters are kept, from the topology alone (no network)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rabbitflow.errors import ConfigError
+from rabbitflow.topology.expand import dead_letter_route
+from rabbitflow.topology.schema import ExchangeType, Topology, dead_letter_queue_name
+
+
+@dataclass(frozen=True)
+class DeadLetterQueue:
+    """The queue holding a work queue's dead letters."""
+
+    name: str
+    work_queue: str
+    shared: bool = False
+    """True with the mapping form of ``dead_letter`` (a shared exchange): the DLQ may also
+    hold other queues' dead letters, so commands touch only those of `work_queue`."""
+
+
+def find_dead_letter_queue(queue: str, topology: Topology | None = None) -> DeadLetterQueue:
+    """The DLQ of work queue ``queue``: ``Q.dlq``, or with the mapping form of
+    ``dead_letter`` the one queue bound to that exchange for the dead letters' routing key.
+
+    Without a topology, ``Q.dlq`` is assumed.
+
+    Raises:
+        ConfigError: when the topology does not declare ``queue``, gives it no dead letters,
+            or binds no single queue to receive them.
+    """
+    if topology is None:
+        return DeadLetterQueue(dead_letter_queue_name(queue), queue)
+    declared = topology.queues.get(queue)
+    if declared is None:
+        raise ConfigError(
+            f"queue {queue!r} is not in the topology files "
+            f"(they declare {', '.join(sorted(topology.queues)) or 'no queue'})"
+        )
+    route = dead_letter_route(queue, declared)
+    if route is None:
+        raise ConfigError(f"queue {queue!r} keeps no dead letters (dead_letter: false)")
+    if declared.dead_letters is True:
+        return DeadLetterQueue(dead_letter_queue_name(queue), queue)
+    exchange, key = route
+    kind = topology.exchanges[exchange].type if exchange in topology.exchanges else None
+    receivers = list(
+        dict.fromkeys(
+            name
+            for name, q in topology.queues.items()
+            for b in q.bind
+            if b.exchange == exchange and any(_routes(kind, k, key) for k in b.keys)
+        )
+    )
+    if len(receivers) != 1:
+        found = ", ".join(receivers) if receivers else "none"
+        raise ConfigError(
+            f"queue {queue!r} dead-letters to exchange {exchange!r} with key "
+            f"{key!r}: expected one queue bound to receive them, found {found}"
+        )
+    return DeadLetterQueue(receivers[0], queue, shared=True)
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """Whether a topic binding key (``*`` one word, ``#`` zero or more) matches a key."""
+    return _topic(pattern.split("."), routing_key.split("."))
+
+
+def _routes(kind: ExchangeType | None, binding_key: str, routing_key: str) -> bool:
+    if kind in (ExchangeType.FANOUT, ExchangeType.HEADERS, ExchangeType.CONSISTENT_HASH):
+        return True
+    if kind is ExchangeType.TOPIC:
+        return topic_matches(binding_key, routing_key)
+    return binding_key == routing_key
+
+
+def _topic(pattern: list[str], words: list[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_topic(rest, words[i:]) for i in range(len(words) + 1))
+    if not words:
+        return False
+    return head in ("*", words[0]) and _topic(rest, words[1:])

@@ -1,0 +1,1 @@
+"""Example services for the topologies in ``topologies/``, run with ``rabbitflow run``."""
