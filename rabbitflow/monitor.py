@@ -7,9 +7,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
-from aio_pika.abc import AbstractConnection
 
 from rabbitflow.amqp.connection import is_blocked
 from rabbitflow.amqp.depth import DepthProbe
@@ -17,6 +17,9 @@ from rabbitflow.health import Health, write_health
 from rabbitflow.metrics import Metrics
 from rabbitflow.topology.expand import dead_letter_route, physical_queues
 from rabbitflow.topology.schema import DeadLetterTarget, Topology, dead_letter_queue_name
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractConnection
 
 log = structlog.get_logger("rabbitflow.monitor")
 
