@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 import click
+import structlog
 
 from rabbitflow.cli.main import common_options, fail, main, run_async, settings_from
 from rabbitflow.errors import ConfigError, RabbitflowError
@@ -108,6 +109,8 @@ def _supervise(settings: Any, processes: int) -> int:
     except RabbitflowError as exc:
         shared.close()
         fail(str(exc))
+    structlog.get_logger("rabbitflow.supervisor").info(
+        "serving /metrics and /healthz for all processes", port=server.port)
     try:
         env = {**os.environ, **shared.child_env()}
         env.pop("RABBITFLOW_METRICS_PORT", None)
