@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable
@@ -326,8 +327,11 @@ class QueueConsumer:
                     return await spec.call(body, message)
             except TimeoutError:
                 raise HandlerTimeout(f"handler exceeded its {spec.timeout:g}s timeout") from None
-        future = asyncio.get_running_loop().run_in_executor(self.executor, spec.call, body,
-                                                            message)
+        # The thread runs in the delivery's context, so a sync handler's spans nest in the
+        # consumer span (run_in_executor alone would drop it, unlike asyncio.to_thread).
+        context = contextvars.copy_context()
+        future = asyncio.get_running_loop().run_in_executor(self.executor, context.run,
+                                                            spec.call, body, message)
         if spec.timeout is None:
             return await future
         try:

@@ -120,6 +120,31 @@ async def test_producer_and_consumer_spans_are_linked_across_a_retry(
     assert f"{broken.span_id:016x}" in str(dead[0].headers["traceparent"])
 
 
+async def test_a_sync_handler_runs_in_the_consumer_span(
+    spans: InMemorySpanExporter, amqp_url: str
+) -> None:
+    app = App(load_text(TOPOLOGY), url=amqp_url)
+    inner = trace.get_tracer("test")
+    done: list[int] = []
+
+    @app.handler("work")
+    def handle(body: dict[str, Any]) -> None:  # a plain def: runs in a worker thread
+        with inner.start_as_current_span("sync work"):
+            done.append(1)
+
+    async with app:
+        await app.publish("orders", "order.placed", {"kind": "ok"})
+        await wait_for(lambda: done == [1], timeout=10)
+        await wait_for(
+            lambda: any(s.kind is SpanKind.CONSUMER for s in spans.get_finished_spans()), timeout=5
+        )
+    finished = spans.get_finished_spans()
+    [consumer] = [s for s in finished if s.kind is SpanKind.CONSUMER]
+    [work] = [s for s in finished if s.name == "sync work"]
+    assert work.parent is not None
+    assert work.parent.span_id == consumer.get_span_context().span_id
+
+
 NO_OTEL = textwrap.dedent("""
     import asyncio, json, sys
     sys.modules["opentelemetry"] = None  # as if rabbitflow[otel] were not installed
