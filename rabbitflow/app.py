@@ -12,13 +12,19 @@ from typing import Any, TypeVar
 import structlog
 
 from rabbitflow.errors import ConfigError, HandlerError
+from rabbitflow.exposition import Server, serve
+from rabbitflow.health import Health, worker_health
+from rabbitflow.metrics import Metrics
+from rabbitflow.monitor import Monitor, depth_targets
 from rabbitflow.producer import Producer
 from rabbitflow.settings import DEFAULT_PREFETCH, Settings
-from rabbitflow.topology.expand import expand
+from rabbitflow.topology.expand import dead_letter_route, expand, retry_delays
 from rabbitflow.topology.loader import load_topology
 from rabbitflow.topology.schema import Topology
 from rabbitflow.topology.validate import did_you_mean
+from rabbitflow.tracing import load as load_tracing
 from rabbitflow.worker.breaker import CircuitBreaker
+from rabbitflow.worker.consumer import QueueConsumer
 from rabbitflow.worker.handler import HandlerSpec, inspect_handler
 from rabbitflow.worker.idempotency import IdempotencyStore
 from rabbitflow.worker.message import Message
@@ -43,27 +49,42 @@ class App:
 
     def __init__(self, topology: TopologySource | None = None, *, url: str | None = None,
                  declare: bool = True, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings()
+        settings = settings or Settings()
         if url is not None:
-            self.settings = self.settings.model_copy(update={"url": url})
+            settings = settings.model_copy(update={"url": url})
         self.declare = declare
         self.topology: Topology | None = None
         if topology is not None:
             self.use_topology(topology)
         self.handlers: dict[str, HandlerSpec] = {}
-        self.producer = Producer(settings=self.settings, name="rabbitflow-publisher")
         self.worker: Worker | None = None
+        self._monitor: Monitor | None = None
+        self._server: Server | None = None
+        self._use_settings(settings)
+
+    def _use_settings(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics: Metrics | None = None
+        if settings.metrics_dir is not None:
+            self.metrics = Metrics(multiprocess=True)
+        elif settings.metrics_port is not None:
+            self.metrics = Metrics()
+        self.producer = Producer(settings=settings, name="rabbitflow-publisher",
+                                 observer=self.metrics.publish if self.metrics else None)
 
     def configure(self, settings: Settings | None = None, **changes: Any) -> None:
-        """Replace the settings (or change some), before the app starts.
+        """Replace the settings (or change some), before the app starts; rebuilds the
+        producer and the metrics.
+
+        Metrics are collected when ``metrics_port`` is set (or under a ``--processes``
+        supervisor); otherwise the hot path carries no metrics hooks at all.
 
         Example: ``app.configure(url="amqp://guest:guest@localhost/test")``.
         """
         if self.worker is not None:
             raise ConfigError("configure() must be called before the app starts")
         base = settings or self.settings
-        self.settings = Settings(**{**base.model_dump(), **changes}) if changes else base
-        self.producer = Producer(settings=self.settings, name="rabbitflow-publisher")
+        self._use_settings(Settings(**{**base.model_dump(), **changes}) if changes else base)
 
     def use_topology(self, topology: TopologySource) -> None:
         """Load (and replace) the topology; checks registered handlers against it."""
@@ -137,25 +158,84 @@ class App:
                                   + did_you_mean(unknown[0], self.handlers))
             specs = [s for s in specs if s.queue in queues]
         default_prefetch = prefetch or self.settings.prefetch or DEFAULT_PREFETCH
+        metrics = self.metrics
         worker = Worker(self.topology, expand(self.topology) if self.declare else None,
                         specs, self.settings, self.producer.publisher,
-                        prefetch=default_prefetch, exit_on_cancel=exit_on_cancel)
-        await worker.start()
+                        prefetch=default_prefetch, exit_on_cancel=exit_on_cancel,
+                        observer=metrics.outcome if metrics else None,
+                        tracer=load_tracing(self.settings.tracing))
+        if metrics is not None:
+            self._watch(metrics, worker, specs)
+        port = self.settings.metrics_port
+        if port is not None and self.settings.metrics_dir is None and metrics is not None:
+            self._server = serve(port, metrics.registry, self.health)
+            log.info("serving /metrics and /healthz", port=self._server.port)
+        try:
+            await worker.start()
+        except BaseException:
+            self._close_server()
+            raise
         self.worker = worker
+        consumed, dead = depth_targets(self.topology, [s.queue for s in specs])
+        self._monitor = Monitor(
+            metrics, connection=lambda: worker.connection if worker.connected else None,
+            publisher=lambda: self.producer.link.current, health=self.health,
+            consumed=consumed, dead_letters=dead,
+            poll_interval=self.settings.queue_poll_interval,
+            health_dir=self.settings.metrics_dir)
+        self._monitor.start()
+
+    def _watch(self, metrics: Metrics, worker: Worker, specs: list[HandlerSpec]) -> None:
+        assert self.topology is not None
+        for spec in specs:
+            queue = self.topology.queues[spec.queue]
+            metrics.add_queue(spec.queue, retry_delays(queue))
+            # Where the worker's own copies go, exported at 0 from the start.
+            if queue.retry is not None:
+                metrics.add_exchange("")
+            route = dead_letter_route(spec.queue, queue)
+            if route is not None:
+                metrics.add_exchange(route[0])
+            consumers = [c for c in worker.consumers if c.route.logical == spec.queue]
+            metrics.watch_in_flight(spec.queue, _in_flight_of(consumers))
+            breaker = spec.options.get("circuit_breaker")
+            if breaker is not None:
+                metrics.watch_breaker(spec.queue, breaker)
+
+    def health(self) -> Health:
+        """What ``/healthz`` answers: ok while connected and every consumer is active
+        (paused by an open circuit breaker counts as active)."""
+        worker = self.worker
+        if worker is None:
+            return worker_health(False, False, [])
+        return worker_health(True, worker.connected,
+                             [(c.route.queue, c.state) for c in worker.consumers])
+
+    def _close_server(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Stop consuming gracefully (see `Worker.stop`), then close the producer."""
+        """Stop consuming gracefully (see `Worker.stop`), then close the producer and
+        the metrics endpoint."""
+        monitor, self._monitor = self._monitor, None
         worker, self.worker = self.worker, None
         try:
+            if monitor is not None:
+                await monitor.stop()
             if worker is not None:
                 await worker.stop(timeout)
         finally:
-            await self.producer.close()
+            try:
+                await self.producer.close()
+            finally:
+                self._close_server()
 
     @property
     def healthy(self) -> bool:
         """True while connected and every consumer is active."""
-        return self.worker is not None and self.worker.healthy
+        return self.health().ok
 
     async def __aenter__(self) -> App:
         await self.start()
@@ -240,3 +320,5 @@ class App:
                                           expected=expected, model=model)
 
 
+def _in_flight_of(consumers: list[QueueConsumer]) -> Callable[[], int]:
+    return lambda: sum(c.in_flight for c in consumers)

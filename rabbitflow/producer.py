@@ -11,10 +11,14 @@ from rabbitflow.amqp.connection import Link
 from rabbitflow.amqp.publish import BulkResult, Outgoing, Publisher, PublishObserver
 from rabbitflow.amqp.rpc import RequestClient
 from rabbitflow.settings import Settings
+from rabbitflow.tracing import load as load_tracing
 
 
 class Producer:
     """Publishes with confirms over a connection of its own, opened on first use.
+
+    With ``rabbitflow[otel]`` installed, each publish carries its trace context in the
+    W3C ``traceparent`` header (``RABBITFLOW_TRACING=false`` turns that off).
 
     Example:
         async with Producer("amqp://guest:guest@localhost/") as producer:
@@ -29,9 +33,11 @@ class Producer:
             self.settings = self.settings.model_copy(update={"url": url})
         s = self.settings
         self.link = Link(s.urls, name=name, timeout=s.connect_timeout, heartbeat=s.heartbeat)
+        tracer = load_tracing(s.tracing)
         self.publisher = Publisher(self.link, timeout=s.publish_timeout,
-                                   max_message_size=s.max_message_size, observer=observer)
-        self.requests = RequestClient(self.link)
+                                   max_message_size=s.max_message_size, observer=observer,
+                                   tracer=tracer)
+        self.requests = RequestClient(self.link, observer=observer, tracer=tracer)
 
     async def publish(self, exchange: str, routing_key: str, body: object, *,
                       headers: Mapping[str, Any] | None = None, message_id: str | None = None,

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     heartbeat: int = Field(default=15, ge=0)
     max_message_size: Annotated[int, BeforeValidator(parse_size)] = 16 * 1024 * 1024
     queue_poll_interval: float = Field(default=5.0, gt=0)
+    """Seconds between polls of queue and dead-letter depths for the metrics."""
+    metrics_dir: str | None = None
+    """Set by the ``--processes`` supervisor in its children: the directory where they
+    share metrics and health with the parent, which serves ``--metrics-port``."""
+    tracing: bool = True
+    """Propagate OpenTelemetry context (W3C ``traceparent``) when ``rabbitflow[otel]`` is
+    installed; without it this setting changes nothing."""
 
     @property
     def urls(self) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Sequence
 from typing import cast
@@ -10,10 +11,24 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractConnection, TimeoutType
 
 from rabbitflow.errors import BrokerUnavailable, ConfigError
 from rabbitflow.settings import mask_url, split_urls
+
+
+class _Connection(aio_pika.Connection):
+    """Closes itself when the handshake fails. Otherwise the half-made connection is
+    closed by its ``__del__``, which the garbage collector may run in another thread,
+    where there is no event loop to run it (a "never awaited" warning, a leak)."""
+
+    async def connect(self, timeout: TimeoutType = None) -> None:
+        try:
+            await super().connect(timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.close()
+            raise
 
 
 def with_heartbeat(url: str, heartbeat: int) -> str:
@@ -66,7 +81,9 @@ async def connect(
         try:
             return await asyncio.wait_for(
                 aio_pika.connect(
-                    with_heartbeat(url, heartbeat), client_properties={"connection_name": name}
+                    with_heartbeat(url, heartbeat),
+                    connection_class=_Connection,
+                    client_properties={"connection_name": name},
                 ),
                 timeout,
             )

@@ -13,9 +13,10 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiormq
 import structlog
@@ -40,6 +41,14 @@ log = structlog.get_logger("rabbitflow.publish")
 PublishObserver = Callable[[str, str, float], None]
 """Called after each publish with (exchange, outcome, seconds until the broker answered);
 outcome is ``confirmed``, ``nacked``, ``returned`` or ``failed``."""
+
+
+class PublishTracer(Protocol):
+    """Opens a producer span around a new message; `rabbitflow.tracing` implements it."""
+
+    def publishing(self, exchange: str, routing_key: str,
+                   headers: dict[str, Any]) -> AbstractContextManager[object]:
+        """A span for one publish; writes its context (``traceparent``) into ``headers``."""
 
 
 def properties(
@@ -109,11 +118,13 @@ class Publisher:
 
     def __init__(self, link: Link, *, timeout: float = 10.0,
                  max_message_size: int = 16 * 1024 * 1024,
-                 observer: PublishObserver | None = None) -> None:
+                 observer: PublishObserver | None = None,
+                 tracer: PublishTracer | None = None) -> None:
         self.link = link
         self.timeout = timeout
         self.max_message_size = max_message_size
         self.observer = observer
+        self.tracer = tracer
         self._channel: AbstractChannel | None = None
         self._raw: aiormq.abc.AbstractChannel | None = None
         self._lock = asyncio.Lock()
@@ -164,8 +175,18 @@ class Publisher:
         props = properties(content_type=content_type, headers=headers, message_id=message_id,
                            correlation_id=correlation_id, reply_to=reply_to,
                            persistent=persistent, expiration=expiration, priority=priority)
-        await self.send(exchange, routing_key, data, props, mandatory=mandatory,
-                        timeout=timeout)
+        if self.tracer is None:
+            await self.send(exchange, routing_key, data, props, mandatory=mandatory,
+                            timeout=timeout)
+        else:
+            # Only new messages get a context of their own: retry and dead-letter copies
+            # go through `send` and keep the one the original carried.
+            carrier = dict(props.headers or {})
+            with self.tracer.publishing(exchange, routing_key, carrier):
+                if carrier:  # the span's context, when tracing is configured
+                    props.headers = carrier
+                await self.send(exchange, routing_key, data, props, mandatory=mandatory,
+                                timeout=timeout)
         assert props.message_id is not None
         return props.message_id
 

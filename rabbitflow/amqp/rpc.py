@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from pamqp.commands import Basic
 from pydantic import TypeAdapter, ValidationError
 
 from rabbitflow.amqp.connection import Link
-from rabbitflow.amqp.publish import properties
+from rabbitflow.amqp.publish import PublishObserver, PublishTracer, properties
 from rabbitflow.errors import (
     BodyDecodeError,
     ExchangeNotFound,
@@ -57,8 +58,11 @@ def decode_reply(message: DeliveredMessage, model: Any = None) -> Any:
 class RequestClient:
     """Sends requests and collects replies on one channel of a `Link`."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, *, observer: PublishObserver | None = None,
+                 tracer: PublishTracer | None = None) -> None:
         self.link = link
+        self.observer = observer
+        self.tracer = tracer
         self._channel: AbstractChannel | None = None
         self._raw: aiormq.abc.AbstractChannel | None = None
         self._lock = asyncio.Lock()
@@ -88,20 +92,40 @@ class RequestClient:
         props = properties(content_type=content_type, headers=headers,
                            correlation_id=correlation_id, reply_to=REPLY_TO, persistent=False,
                            expiration=max(int(timeout * 1000), 1))
-        raw = await self._underlay()
+        if self.tracer is None:
+            await self._publish(exchange, routing_key, data, props)
+            return
+        carrier = dict(props.headers or {})
+        with self.tracer.publishing(exchange, routing_key, carrier):
+            if carrier:  # the span's context, when tracing is configured
+                props.headers = carrier
+            await self._publish(exchange, routing_key, data, props)
+
+    async def _publish(self, exchange: str, routing_key: str, data: bytes,
+                       props: Basic.Properties) -> None:
+        started = time.perf_counter()
+        outcome = "failed"
         try:
+            raw = await self._underlay()
             result = await raw.basic_publish(data, exchange=exchange, routing_key=routing_key,
                                              properties=props, mandatory=True)
+            if isinstance(result, Basic.Nack):
+                outcome = "nacked"
+                raise PublishNacked(f"the broker nacked the request to {exchange!r}")
+            outcome = "confirmed"
         except aiormq.exceptions.PublishError:
+            outcome = "returned"
             raise Unroutable(exchange, routing_key) from None
         except aiormq.exceptions.ChannelNotFoundEntity:
             raise ExchangeNotFound(f"exchange {exchange!r} does not exist on the broker") from None
         except aiormq.exceptions.DeliveryError:
+            outcome = "nacked"
             raise PublishNacked(f"the broker nacked the request to {exchange!r}") from None
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise PublishError(f"request to {exchange!r} not sent: {exc}") from None
-        if isinstance(result, Basic.Nack):
-            raise PublishNacked(f"the broker nacked the request to {exchange!r}")
+        finally:
+            if self.observer is not None:
+                self.observer(exchange, outcome, time.perf_counter() - started)
 
     async def request(self, exchange: str, routing_key: str, body: object, *,
                       timeout: float = 5.0, model: Any = None,

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 import click
+import structlog
 
 from rabbitflow.cli.main import common_options, fail, main, run_async, settings_from
 from rabbitflow.errors import ConfigError, RabbitflowError
@@ -66,10 +67,7 @@ def run(target: str, topologies: tuple[str, ...], queues: str | None, prefetch: 
                              metrics_port=metrics_port, prefetch=prefetch)
     _configure_logging(settings.effective_log_format, settings.log_level)
     if processes > 1:
-        from rabbitflow.worker.supervisor import supervise
-
-        argv = [a for a in _child_argv(sys.argv[1:])]
-        sys.exit(supervise(argv, processes, shutdown_timeout=settings.shutdown_timeout))
+        sys.exit(_supervise(settings, processes))
     try:
         app = load_app(target)
         # Command-line options and the environment win; a URL given to App(url=...)
@@ -86,18 +84,57 @@ def run(target: str, topologies: tuple[str, ...], queues: str | None, prefetch: 
         fail(str(exc))
 
 
+def _supervise(settings: Any, processes: int) -> int:
+    """The parent of ``--processes N``: supervises, and serves one metrics endpoint for
+    all children from their shared multiprocess files."""
+    from rabbitflow.worker.supervisor import Child, supervise
+
+    argv = _child_argv(sys.argv[1:])
+    if settings.metrics_port is None:
+        return supervise(argv, processes, shutdown_timeout=settings.shutdown_timeout)
+    from rabbitflow.exposition import SharedMetrics, serve
+    from rabbitflow.health import combine
+
+    shared = SharedMetrics()
+    children: list[Child] = []
+
+    def health() -> Any:
+        return combine(((c.index, c.process.pid if c.process else None,
+                         c.restart_at is None and c.process is not None
+                         and c.process.poll() is None) for c in list(children)),
+                       shared.path)
+
+    try:
+        server = serve(settings.metrics_port, shared.registry, health)
+    except RabbitflowError as exc:
+        shared.close()
+        fail(str(exc))
+    structlog.get_logger("rabbitflow.supervisor").info(
+        "serving /metrics and /healthz for all processes", port=server.port)
+    try:
+        env = {**os.environ, **shared.child_env()}
+        env.pop("RABBITFLOW_METRICS_PORT", None)
+        return supervise(argv, processes, shutdown_timeout=settings.shutdown_timeout,
+                         env=env, records=children, on_exit=shared.child_exited)
+    finally:
+        server.close()
+        shared.close()
+
+
 def _child_argv(argv: list[str]) -> list[str]:
-    """The parent's arguments with ``--processes N`` removed (children run one each)."""
+    """The parent's arguments without ``--processes N`` (children run one each) and
+    ``--metrics-port N`` (the parent serves it)."""
     out: list[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
             continue
-        if arg == "--processes":
+        # The parent serves the metrics port; its children write to shared files.
+        if arg in ("--processes", "--metrics-port"):
             skip = True
             continue
-        if arg.startswith("--processes="):
+        if arg.startswith(("--processes=", "--metrics-port=")):
             continue
         out.append(arg)
     return out

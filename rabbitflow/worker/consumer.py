@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -29,10 +31,10 @@ from rabbitflow.worker.acks import Acker
 from rabbitflow.worker.breaker import BreakerState, CircuitBreaker
 from rabbitflow.worker.codec import encode
 from rabbitflow.worker.handler import HandlerSpec
+from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver, message_fields
 from rabbitflow.worker.idempotency import IdempotencyStore, acquire
 from rabbitflow.worker.message import Message
 from rabbitflow.worker.outcome import (
-    ACK,
     Action,
     Decision,
     Reject,
@@ -64,17 +66,14 @@ class Route:
     """(exchange, routing key) for dead letters, or None to nack without requeue."""
 
 
-OutcomeObserver = Callable[[str, str, float], None]
-"""Called with (queue, outcome, handler seconds) after each delivery is settled."""
-
-
 class QueueConsumer:
     """Consumes one queue with one handler on a channel of its own."""
 
     def __init__(self, spec: HandlerSpec, route: Route, *, prefetch: int,
                  publisher: Publisher, executor: Executor,
                  on_cancelled: Callable[[QueueConsumer], None],
-                 observer: OutcomeObserver | None = None) -> None:
+                 observer: OutcomeObserver | None = None,
+                 tracer: DeliveryTracer | None = None) -> None:
         self.spec = spec
         self.route = route
         self.prefetch = prefetch
@@ -82,6 +81,7 @@ class QueueConsumer:
         self.executor = executor
         self.on_cancelled = on_cancelled
         self.observer = observer
+        self.tracer = tracer
         self.active = False
         self.in_flight = 0
         self._channel: AbstractChannel | None = None
@@ -93,6 +93,9 @@ class QueueConsumer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = log.bind(queue=route.queue, handler=spec.name)
+        # Successes are logged at debug level; skip building their fields when filtered.
+        enabled = getattr(self._log, "is_enabled_for", None)
+        self._log_successes = enabled is None or bool(enabled(logging.DEBUG))
         self.store: IdempotencyStore | None = spec.options.get("idempotency")
         self._key_of: Callable[[Message], str | None] = (
             spec.options.get("idempotency_key") or (lambda m: m.message_id))
@@ -103,6 +106,14 @@ class QueueConsumer:
         self._resume: asyncio.Task[None] | None = None
         if self.breaker is not None:
             self.breaker.add_listener(self._breaker_changed)
+
+    @property
+    def state(self) -> str:
+        """``consuming``, ``paused`` (an open circuit breaker: deliberate) or ``down``."""
+        raw = self._raw
+        if not self.active or raw is None or raw.is_closed:
+            return "down"
+        return "paused" if self.paused else "consuming"
 
     async def start(self, connection: AbstractConnection) -> None:
         """Open a channel, set its prefetch and start consuming."""
@@ -229,16 +240,21 @@ class QueueConsumer:
             self._tasks.add(task)
         self.in_flight += 1
         try:
-            await self._process(raw, channel, tag)
+            message = self._message(raw, tag)
+            if self.tracer is None:
+                await self._process(raw, message, channel, tag)
+            else:
+                with self.tracer.delivery(message):
+                    await self._process(raw, message, channel, tag)
         finally:
             self.in_flight -= 1
             if task is not None:
                 self._tasks.discard(task)
 
-    async def _process(self, raw: DeliveredMessage, channel: Any, tag: int) -> None:
+    def _message(self, raw: DeliveredMessage, tag: int) -> Message:
         props = raw.header.properties
         delivery = cast(Basic.Deliver, raw.delivery)
-        message = Message(
+        return Message(
             body=raw.body, headers=props.headers or {}, exchange=delivery.exchange,
             routing_key=delivery.routing_key or "", queue=self.route.logical,
             message_id=props.message_id, correlation_id=props.correlation_id,
@@ -246,6 +262,10 @@ class QueueConsumer:
             timestamp=props.timestamp, redelivered=bool(delivery.redelivered),
             delivery_tag=tag, priority=props.priority,
         )
+
+    async def _process(self, raw: DeliveredMessage, message: Message, channel: Any,
+                       tag: int) -> None:
+        props = raw.header.properties
         spec = self.spec
         started = time.perf_counter()
         key = None
@@ -255,30 +275,35 @@ class QueueConsumer:
                 if key is not None and not await acquire(self.store, key, lease=self._lease,
                                                          poll_interval=0.05,
                                                          max_wait=self._lease):
-                    self._log.info("duplicate skipped", message_id=message.message_id,
-                                   key=key, outcome="ack")
+                    self._log.info("duplicate skipped", **message_fields(message, "ack", None),
+                                   key=key)
                     await self._ack(channel, tag)
-                    self._observe(ACK.action.value, started)
+                    self._settled("ack", None)
                     return
             body = spec.decoder(raw.body, props.content_type) if spec.decoder else None
             result = await self._invoke(body, message)
         except asyncio.CancelledError:
             # Shutdown timeout or a lost channel: the message goes back untouched.
+            elapsed = time.perf_counter() - started
             if key is not None and self.store is not None:
                 await asyncio.shield(self.store.release(key))
             if not channel.is_closed:
                 await asyncio.shield(self._nack(channel, tag, requeue=True))
-            self._observe("requeue", started)
+            self._log.warning("handler cancelled; requeued",
+                              **message_fields(message, "requeue", elapsed))
+            self._settled("requeue", elapsed)
             raise
         except Exception as exc:
+            elapsed = time.perf_counter() - started
             if key is not None and self.store is not None:
                 await self.store.release(key)
             if self.breaker is not None and not isinstance(exc, Reject | BodyDecodeError):
                 self.breaker.record_failure()
             decision = decide(exc, attempt=message.attempt, retry=self.route.retry,
                               dead_letters=self.route.dead_letter is not None)
-            await self._fail(raw, message, decision, exc, channel, tag, started)
+            await self._fail(raw, message, decision, exc, channel, tag, elapsed)
             return
+        elapsed = time.perf_counter() - started
         if key is not None and self.store is not None:
             # Recorded before the ack: a crash in between redelivers a message the store
             # already knows, which is then skipped.
@@ -288,7 +313,9 @@ class QueueConsumer:
         if message.reply_to:
             await self._reply(message, result)
         await self._ack(channel, tag)
-        self._observe(ACK.action.value, started)
+        if self._log_successes:
+            self._log.debug("message handled", **message_fields(message, "ack", elapsed))
+        self._settled("ack", elapsed)
 
     async def _invoke(self, body: Any, message: Message) -> Any:
         spec = self.spec
@@ -300,8 +327,11 @@ class QueueConsumer:
                     return await spec.call(body, message)
             except TimeoutError:
                 raise HandlerTimeout(f"handler exceeded its {spec.timeout:g}s timeout") from None
-        future = asyncio.get_running_loop().run_in_executor(self.executor, spec.call, body,
-                                                            message)
+        # The thread runs in the delivery's context, so a sync handler's spans nest in the
+        # consumer span (run_in_executor alone would drop it, unlike asyncio.to_thread).
+        context = contextvars.copy_context()
+        future = asyncio.get_running_loop().run_in_executor(self.executor, context.run,
+                                                            spec.call, body, message)
         if spec.timeout is None:
             return await future
         try:
@@ -313,15 +343,12 @@ class QueueConsumer:
                                  "(sync handler left running)") from None
 
     async def _fail(self, raw: DeliveredMessage, message: Message, decision: Decision,
-                    error: BaseException, channel: Any, tag: int, started: float) -> None:
-        outcome = decision.action.value
-        fields = {"message_id": message.message_id, "correlation_id": message.correlation_id,
-                  "attempt": message.attempt, "error": describe(error)}
+                    error: BaseException, channel: Any, tag: int, elapsed: float) -> None:
         if decision.action is Action.NACK:
-            self._log.error("handler failed; queue has no dead letters, nacking", **fields,
-                            outcome="nack")
+            self._log.error("handler failed; queue has no dead letters, nacking",
+                            **message_fields(message, "nack", elapsed), error=describe(error))
             await self._nack(channel, tag, requeue=False)
-            self._observe(outcome, started)
+            self._settled("nack", elapsed, error=error)
             return
         try:
             await self._publish_copy(raw, message, decision, error)
@@ -329,29 +356,32 @@ class QueueConsumer:
             if decision.action is Action.RETRY and isinstance(exc, Unroutable):
                 # The delay queue is gone: a dead letter is better than a lost message.
                 decision = Decision(Action.DEAD_LETTER)
-                outcome = decision.action.value
                 try:
                     await self._publish_copy(raw, message, decision, error)
                 except PublishError as again:
-                    await self._copy_failed(channel, tag, again, fields)
+                    await self._copy_failed(channel, tag, again, message, error, elapsed)
                     return
             else:
-                await self._copy_failed(channel, tag, exc, fields)
+                await self._copy_failed(channel, tag, exc, message, error, elapsed)
                 return
         if decision.action is Action.RETRY:
-            self._log.info("handler failed; retrying", **fields, outcome="retry",
-                           delay_ms=decision.delay_ms)
+            self._log.info("handler failed; retrying", **message_fields(message, "retry", elapsed),
+                           error=describe(error), delay_ms=decision.delay_ms)
         else:
-            self._log.warning("handler failed; dead-lettered", **fields, outcome="dead_letter")
+            self._log.warning("handler failed; dead-lettered",
+                              **message_fields(message, "dead_letter", elapsed),
+                              error=describe(error))
         await self._ack(channel, tag)
-        self._observe(outcome, started)
+        self._settled(decision.action.value, elapsed, delay_ms=decision.delay_ms, error=error)
 
-    async def _copy_failed(self, channel: Any, tag: int, exc: Exception,
-                           fields: dict[str, Any]) -> None:
+    async def _copy_failed(self, channel: Any, tag: int, exc: Exception, message: Message,
+                           error: BaseException, elapsed: float) -> None:
         self._log.error("could not publish the retry/dead-letter copy; requeueing",
-                        **fields, reason=str(exc))
+                        **message_fields(message, "requeue", elapsed), error=describe(error),
+                        reason=str(exc))
         await asyncio.sleep(COPY_FAILURE_PAUSE)
         await self._nack(channel, tag, requeue=True)
+        self._settled("requeue", elapsed, error=error)
 
     async def _publish_copy(self, raw: DeliveredMessage, message: Message,
                             decision: Decision, error: BaseException) -> None:
@@ -386,7 +416,7 @@ class QueueConsumer:
         try:
             await self.publisher.send("", str(message.reply_to), body, props, mandatory=False)
         except PublishError as exc:
-            self._log.warning("reply not delivered", message_id=message.message_id,
+            self._log.warning("reply not delivered", **message_fields(message, "ack", None),
                               reply_to=message.reply_to, reason=str(exc))
 
     async def _ack(self, channel: Any, tag: int) -> None:
@@ -414,6 +444,10 @@ class QueueConsumer:
         if acker is not None and acker.channel is channel:
             acker.settled(tag)
 
-    def _observe(self, outcome: str, started: float) -> None:
+    def _settled(self, outcome: str, seconds: float | None, *, delay_ms: int | None = None,
+                 error: BaseException | None = None) -> None:
         if self.observer is not None:
-            self.observer(self.route.logical, outcome, time.perf_counter() - started)
+            self.observer(self.route.logical, outcome, seconds, delay_ms=delay_ms, error=error)
+        if self.tracer is not None:
+            self.tracer.settled(outcome, error)
+

@@ -19,8 +19,9 @@ from rabbitflow.errors import BrokerUnavailable, RabbitflowError
 from rabbitflow.settings import Settings
 from rabbitflow.topology.expand import Declarations, dead_letter_route, physical_queues
 from rabbitflow.topology.schema import Topology
-from rabbitflow.worker.consumer import OutcomeObserver, QueueConsumer, Route
+from rabbitflow.worker.consumer import QueueConsumer, Route
 from rabbitflow.worker.handler import HandlerSpec
+from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver
 
 log = structlog.get_logger("rabbitflow.worker")
 
@@ -56,7 +57,8 @@ class Worker:
     def __init__(self, topology: Topology, declarations: Declarations | None,
                  specs: Sequence[HandlerSpec], settings: Settings, publisher: Publisher, *,
                  prefetch: int, exit_on_cancel: bool = False,
-                 observer: OutcomeObserver | None = None) -> None:
+                 observer: OutcomeObserver | None = None,
+                 tracer: DeliveryTracer | None = None) -> None:
         self.topology = topology
         self.declarations = declarations
         self.settings = settings
@@ -68,7 +70,7 @@ class Worker:
             QueueConsumer(spec, route, prefetch=default_prefetch(topology, spec, prefetch),
                           publisher=publisher,
                           executor=self.executor, on_cancelled=self._consumer_cancelled,
-                          observer=observer)
+                          observer=observer, tracer=tracer)
             for spec in specs for route in routes_for(topology, spec.queue)
         ]
         self.connection: AbstractConnection | None = None
@@ -82,10 +84,15 @@ class Worker:
         self.stopped = asyncio.Event()
 
     @property
+    def connected(self) -> bool:
+        """The consuming connection is open (and not known to be lost)."""
+        connection = self.connection
+        return not self._lost and connection is not None and not connection.is_closed
+
+    @property
     def healthy(self) -> bool:
-        """Connected, and every consumer active."""
-        connected = self.connection is not None and not self.connection.is_closed
-        return connected and all(c.active for c in self.consumers)
+        """Connected, and every consumer consuming (or paused by its circuit breaker)."""
+        return self.connected and all(c.state != "down" for c in self.consumers)
 
     async def start(self) -> None:
         """Connect, declare (when asked), start every consumer.
@@ -155,16 +162,20 @@ class Worker:
             await consumer.close()
         self._cancelled.clear()
         delay = RECONNECT_MIN
+        attempt = 0
+        log.warning("reconnecting")
         while not self._stopping:
-            log.info("reconnecting", delay_s=delay)
+            attempt += 1
             try:
                 await self._open()
-                log.info("reconnected; consumers resumed")
+                log.info("reconnected; consumers resumed", attempts=attempt)
                 return
             except (BrokerUnavailable, ConnectionError, OSError, RabbitflowError) as exc:
-                log.warning("reconnect failed", reason=str(exc))
+                log.info("reconnect attempt failed", attempt=attempt, retry_in_s=delay,
+                         reason=str(exc))
             except Exception as exc:  # aiormq raises assorted errors mid-handshake
-                log.warning("reconnect failed", reason=f"{type(exc).__name__}: {exc}")
+                log.info("reconnect attempt failed", attempt=attempt, retry_in_s=delay,
+                         reason=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 

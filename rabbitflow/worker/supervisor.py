@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -36,10 +36,20 @@ class Child:
     restarts: int = field(default=0)
 
 
+ExitListener = Callable[[int], None]
+"""Called with the pid of a child that exited (to drop its metrics and health)."""
+
+
 def supervise(argv: Sequence[str], processes: int, *, shutdown_timeout: float,
-              env: dict[str, str] | None = None) -> int:
+              env: dict[str, str] | None = None, records: list[Child] | None = None,
+              on_exit: ExitListener | None = None) -> int:
     """Run ``argv`` (a single-process ``rabbitflow run``) ``processes`` times; return the
-    exit code for the parent."""
+    exit code for the parent.
+
+    Args:
+        records: a list to fill with the `Child` records, for a health endpoint.
+        on_exit: called with each child's pid once it has exited.
+    """
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -49,7 +59,8 @@ def supervise(argv: Sequence[str], processes: int, *, shutdown_timeout: float,
             if child.process is not None and child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)
 
-    children = [Child(i) for i in range(processes)]
+    children: list[Child] = records if records is not None else []
+    children[:] = [Child(i) for i in range(processes)]
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for child in children:
@@ -58,9 +69,9 @@ def supervise(argv: Sequence[str], processes: int, *, shutdown_timeout: float,
         while not stopping:
             now = time.monotonic()
             for child in children:
-                _check(child, argv, env, now)
+                _check(child, argv, env, now, on_exit)
             time.sleep(0.1)
-        return _wait_all(children, shutdown_timeout + 5)
+        return _wait_all(children, shutdown_timeout + 5, on_exit)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -75,7 +86,8 @@ def _spawn(child: Child, argv: Sequence[str], env: dict[str, str] | None) -> Non
     child.restart_at = None
 
 
-def _check(child: Child, argv: Sequence[str], env: dict[str, str] | None, now: float) -> None:
+def _check(child: Child, argv: Sequence[str], env: dict[str, str] | None, now: float,
+           on_exit: ExitListener | None = None) -> None:
     process = child.process
     if child.restart_at is not None:
         if now >= child.restart_at:
@@ -89,11 +101,14 @@ def _check(child: Child, argv: Sequence[str], env: dict[str, str] | None, now: f
         child.backoff = BACKOFF_MIN
     log.error("worker process died", index=child.index, pid=process.pid,
               exit_code=process.returncode, restart_in_s=child.backoff)
+    if on_exit is not None:
+        on_exit(process.pid)
     child.restart_at = now + child.backoff
     child.backoff = min(child.backoff * 2, BACKOFF_MAX)
 
 
-def _wait_all(children: list[Child], timeout: float) -> int:
+def _wait_all(children: list[Child], timeout: float,
+              on_exit: ExitListener | None = None) -> int:
     deadline = time.monotonic() + timeout
     code = 0
     for child in children:
@@ -106,6 +121,8 @@ def _wait_all(children: list[Child], timeout: float) -> int:
             log.error("worker process did not stop in time; killing", index=child.index)
             process.kill()
             process.wait()
+        if on_exit is not None:
+            on_exit(process.pid)
         if process.returncode not in (0, -signal.SIGTERM):
             code = 1
     log.info("supervisor stopped", exit_code=code)
