@@ -25,7 +25,6 @@ from pamqp.commands import Basic
 
 from rabbitflow.amqp.connection import connect
 from rabbitflow.errors import HandlerTimeout, WaitTimeout
-from rabbitflow.producer import Producer
 from rabbitflow.topology.expand import Role, dead_letter_route, expand
 from rabbitflow.topology.schema import Topology
 from rabbitflow.worker.handler import HandlerSpec
@@ -383,8 +382,7 @@ async def run_app(
             assert harness.received("payments.charge") == [{"order_id": "1"}]
     """
     if url is not None:
-        app.settings = app.settings.model_copy(update={"url": url})
-        app.producer = Producer(settings=app.settings, name="rabbitflow-publisher")
+        app.configure(url=url)
     url = app.settings.url
     broker = None
     if urlsplit(url).scheme == "memory":
