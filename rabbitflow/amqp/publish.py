@@ -261,38 +261,40 @@ class Publisher:
         ``progress`` is called with each message's index once its outcome is known.
         """
         result = BulkResult()
-        slots = asyncio.Semaphore(window)
-        pending: set[asyncio.Task[None]] = set()
+        items = _aiter(messages).__aiter__()
+        take = asyncio.Lock()
+        counter = iter(range(1 << 62))
 
-        async def one(index: int, item: Outgoing) -> None:
-            try:
-                await self.publish(item.exchange, item.routing_key, item.body,
-                                   headers=item.headers, message_id=item.message_id,
-                                   correlation_id=item.correlation_id)
-                result.confirmed.append(index)
-            except Unroutable:
-                result.returned.append(index)
-            except PublishNacked:
-                result.nacked.append(index)
-            except PublishError as exc:
-                result.failed[index] = str(exc)
-            finally:
-                slots.release()
+        async def lane() -> None:
+            # `window` lanes each publish one message at a time: at most `window` are
+            # unconfirmed, with no task per message. A lane takes its next message and
+            # writes it before another lane can take one, so the order is kept.
+            while True:
+                async with take:
+                    try:
+                        item = await anext(items)
+                    except StopAsyncIteration:
+                        return
+                    index = next(counter)
+                try:
+                    await self.publish(item.exchange, item.routing_key, item.body,
+                                       headers=item.headers, message_id=item.message_id,
+                                       correlation_id=item.correlation_id)
+                    result.confirmed.append(index)
+                except Unroutable:
+                    result.returned.append(index)
+                except PublishNacked:
+                    result.nacked.append(index)
+                except PublishError as exc:
+                    result.failed[index] = str(exc)
                 if progress is not None:
                     progress(index)
 
-        # Open the channel first: publishes then reach it in the order given, which the
-        # broker keeps per channel (tasks racing to open it would reorder the first few).
+        # Open the channel first, so that no lane waits for it and overtakes another.
         await self._underlay()
-        index = 0
-        async for item in _aiter(messages):
-            await slots.acquire()
-            task = asyncio.create_task(one(index, item))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            index += 1
-        if pending:
-            await asyncio.gather(*pending)
+        await asyncio.gather(*(lane() for _ in range(max(1, window))))
+        for outcome in (result.confirmed, result.returned, result.nacked):
+            outcome.sort()
         return result
 
     async def close(self) -> None:
