@@ -21,6 +21,7 @@ from rabbitflow.topology.expand import Declarations, dead_letter_route, physical
 from rabbitflow.topology.schema import Topology
 from rabbitflow.worker.consumer import OutcomeObserver, QueueConsumer, Route
 from rabbitflow.worker.handler import HandlerSpec
+from rabbitflow.worker.watchdog import LoopWatchdog
 
 log = structlog.get_logger("rabbitflow.worker")
 
@@ -71,6 +72,8 @@ class Worker:
                           observer=observer)
             for spec in specs for route in routes_for(topology, spec.queue)
         ]
+        self.watchdog = LoopWatchdog({s.func.__code__: s.name for s in specs
+                                      if s.is_async and hasattr(s.func, "__code__")})
         self.connection: AbstractConnection | None = None
         self.failed: RabbitflowError | None = None
         """Set when the worker gave up (a cancelled consumer with ``exit_on_cancel``)."""
@@ -95,6 +98,7 @@ class Worker:
             DeclareConflict: when the topology conflicts with the broker.
         """
         await self._open()
+        self.watchdog.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitflow-supervisor")
 
     async def _open(self) -> None:
@@ -200,6 +204,7 @@ class Worker:
         if self.connection is not None and not self.connection.is_closed:
             with contextlib.suppress(Exception):
                 await self.connection.close()
+        await self.watchdog.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.stopped.set()
 

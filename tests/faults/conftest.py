@@ -117,3 +117,16 @@ def workers(tmp_path: Path) -> Iterator[WorkerFactory]:
 
 def worker_output(w: Any) -> str:
     return str(w.output())
+
+
+def start_target(w: Worker, target: str, *args: str) -> None:
+    """Start ``rabbitflow run TARGET`` for a worker made by `workers` (another app than
+    the ledger worker)."""
+    import subprocess
+    import sys
+
+    from tests.integration.worker.procs import ROOT
+
+    with w.log.open("ab") as log:
+        w.process = subprocess.Popen([sys.executable, "-m", "rabbitflow", "run", target, *args],
+                                     env=w.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
