@@ -43,8 +43,13 @@ def blocking_function(frame: FrameType | None, handlers: Mapping[CodeType, str])
 class LoopWatchdog:
     """Warns, from a thread of its own, when the event loop has not ticked for a while."""
 
-    def __init__(self, handlers: Mapping[CodeType, str], *,
-                 threshold: float = DEFAULT_THRESHOLD, interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        handlers: Mapping[CodeType, str],
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        interval: float = 0.1,
+    ) -> None:
         self.handlers = dict(handlers)
         self.threshold = threshold
         self.interval = interval
@@ -59,10 +64,10 @@ class LoopWatchdog:
         """Start ticking on the running loop and watching from a daemon thread."""
         self._loop_thread = threading.get_ident()
         self._stamp = time.monotonic()
-        self._ticker = asyncio.get_running_loop().create_task(self._tick(),
-                                                              name="rabbitflow-watchdog")
-        self._thread = threading.Thread(target=self._watch, name="rabbitflow-watchdog",
-                                        daemon=True)
+        self._ticker = asyncio.get_running_loop().create_task(
+            self._tick(), name="rabbitflow-watchdog"
+        )
+        self._thread = threading.Thread(target=self._watch, name="rabbitflow-watchdog", daemon=True)
         self._thread.start()
 
     async def stop(self) -> None:
@@ -90,7 +95,9 @@ class LoopWatchdog:
             warned_for = stamp  # one warning per stall
             frame = sys._current_frames().get(self._loop_thread)
             self.warnings += 1
-            log.warning("event loop blocked: a handler is running blocking code in async "
-                        "def (use a plain def handler, or await an async API)",
-                        handler=blocking_function(frame, self.handlers),
-                        blocked_s=round(stalled, 2))
+            log.warning(
+                "event loop blocked: a handler is running blocking code in async "
+                "def (use a plain def handler, or await an async API)",
+                handler=blocking_function(frame, self.handlers),
+                blocked_s=round(stalled, 2),
+            )

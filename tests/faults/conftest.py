@@ -97,8 +97,7 @@ def workers(tmp_path: Path) -> Iterator[WorkerFactory]:
     """Make ``rabbitflow run`` subprocesses with ledgers; all killed at the end."""
     made: list[Worker] = []
 
-    def make(url: str, topology: str = TOPOLOGY, ledger: Path | None = None,
-             **env: str) -> Worker:
+    def make(url: str, topology: str = TOPOLOGY, ledger: Path | None = None, **env: str) -> Worker:
         d = tmp_path / f"w{len(made)}"
         d.mkdir()
         w = Worker(d, url, topology, **env)
@@ -128,5 +127,10 @@ def start_target(w: Worker, target: str, *args: str) -> None:
     from tests.integration.worker.procs import ROOT
 
     with w.log.open("ab") as log:
-        w.process = subprocess.Popen([sys.executable, "-m", "rabbitflow", "run", target, *args],
-                                     env=w.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        w.process = subprocess.Popen(
+            [sys.executable, "-m", "rabbitflow", "run", target, *args],
+            env=w.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )

@@ -44,14 +44,23 @@ class PublishLog:
         return {i for i, s in self.status.items() if s == status}
 
 
-async def publish_tracked(url: str, ids: Iterable[int], log: PublishLog, *,
-                          queue: str = "jobs", window: int = 200,
-                          publish_timeout: float = 5.0, connect_timeout: float = 2.0,
-                          pace: float = 0.0, stop: asyncio.Event | None = None) -> None:
+async def publish_tracked(
+    url: str,
+    ids: Iterable[int],
+    log: PublishLog,
+    *,
+    queue: str = "jobs",
+    window: int = 200,
+    publish_timeout: float = 5.0,
+    connect_timeout: float = 2.0,
+    pace: float = 0.0,
+    stop: asyncio.Event | None = None,
+) -> None:
     """Publish ``{"id": N}`` for each id to ``queue``, ``window`` at a time, recording each
     outcome in ``log``. ``pace`` seconds between messages; ``stop`` ends it early."""
-    settings = Settings(url=url, publish_timeout=publish_timeout,
-                        connect_timeout=connect_timeout, heartbeat=2)
+    settings = Settings(
+        url=url, publish_timeout=publish_timeout, connect_timeout=connect_timeout, heartbeat=2
+    )
     slots = asyncio.Semaphore(window)
     tasks: set[asyncio.Task[None]] = set()
 
@@ -147,14 +156,17 @@ class Verdict:
 
     def line(self) -> str:
         extra = " ".join(f"{k}={v}" for k, v in self.extra.items())
-        return (f"{self.scenario}: published={self.published} confirmed={self.confirmed} "
-                f"failed={self.failed} unknown={self.unknown} handled={self.handled} "
-                f"lost={self.lost} duplicated={self.duplicated} "
-                f"unexpected={self.unexpected} dlq={self.dead_lettered} {extra}")
+        return (
+            f"{self.scenario}: published={self.published} confirmed={self.confirmed} "
+            f"failed={self.failed} unknown={self.unknown} handled={self.handled} "
+            f"lost={self.lost} duplicated={self.duplicated} "
+            f"unexpected={self.unexpected} dlq={self.dead_lettered} {extra}"
+        )
 
 
-def check(scenario: str, log: PublishLog, ledger: Path, dead: set[int] | None = None,
-          **extra: Any) -> Verdict:
+def check(
+    scenario: str, log: PublishLog, ledger: Path, dead: set[int] | None = None, **extra: Any
+) -> Verdict:
     """Count lost (confirmed, neither handled nor dead-lettered), duplicated (handled more
     than once) and unexpected (handled, never published) messages."""
     done, rows = read_ledger(ledger)
@@ -176,8 +188,9 @@ def check(scenario: str, log: PublishLog, ledger: Path, dead: set[int] | None = 
     )
 
 
-async def until(condition: Any, timeout: float, interval: float = 0.1,
-                message: str = "condition") -> float:
+async def until(
+    condition: Any, timeout: float, interval: float = 0.1, message: str = "condition"
+) -> float:
     """Poll ``condition`` (sync or async) until true; return the seconds it took."""
     began = time.monotonic()
     while True:

@@ -24,14 +24,20 @@ BASE = Path(os.environ.get("RABBITFLOW_FAULTS_NODES", "/tmp/rabbitflow-faults-no
 
 
 def _as_rabbitmq(argv: list[str], env: dict[str, str], timeout: float) -> str:
-    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": HOME, "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8", **env}
-    cmd = ["runuser", "-u", "rabbitmq", "--", "env", *(f"{k}={v}" for k, v in full.items()),
-           *argv]
+    full = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": HOME,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        **env,
+    }
+    cmd = ["runuser", "-u", "rabbitmq", "--", "env", *(f"{k}={v}" for k, v in full.items()), *argv]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): "
-                           f"{done.stdout[-2000:]} {done.stderr[-2000:]}")
+        raise RuntimeError(
+            f"{' '.join(argv)} failed ({done.returncode}): "
+            f"{done.stdout[-2000:]} {done.stderr[-2000:]}"
+        )
     return done.stdout
 
 
@@ -82,13 +88,16 @@ class Node:
             "ERL_EPMD_ADDRESS": "127.0.0.1",
         }
 
-    def url(self, vhost: str = "", *, user: str = "guest", password: str = "guest",
-            query: str = "") -> str:
+    def url(
+        self, vhost: str = "", *, user: str = "guest", password: str = "guest", query: str = ""
+    ) -> str:
         from urllib.parse import quote
 
         q = f"?{query}" if query else ""
-        return (f"amqp://{quote(user, safe='')}:{quote(password, safe='')}"
-                f"@127.0.0.1:{self.port}/{quote(vhost, safe='')}{q}")
+        return (
+            f"amqp://{quote(user, safe='')}:{quote(password, safe='')}"
+            f"@127.0.0.1:{self.port}/{quote(vhost, safe='')}{q}"
+        )
 
     def prepare(self, *, fresh: bool = True) -> None:
         """Write the node's files (data wiped when ``fresh``)."""
@@ -103,7 +112,8 @@ class Node:
             "loopback_users = none\n"
             "log.console = false\nlog.file.level = info\n"
             "cluster_partition_handling = pause_minority\n"
-            f"{self.conf}\n")
+            f"{self.conf}\n"
+        )
         (self.dir / "advanced.config").write_text(self.advanced + "\n")
         subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(BASE)], check=True)
 
@@ -120,17 +130,20 @@ class Node:
             if port_open(self.port):
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"node {self.name} did not open port {self.port} in {timeout}s; "
-                           f"see {self.dir / 'log'}")
+        raise RuntimeError(
+            f"node {self.name} did not open port {self.port} in {timeout}s; see {self.dir / 'log'}"
+        )
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
         """Run ``rabbitmqctl -n NODE ARGS``."""
-        return _as_rabbitmq([str(RABBIT_BIN / "rabbitmqctl"), "-n", self.name, *args],
-                            self.env(), timeout)
+        return _as_rabbitmq(
+            [str(RABBIT_BIN / "rabbitmqctl"), "-n", self.name, *args], self.env(), timeout
+        )
 
     def queues_ctl(self, *args: str, timeout: float = 60) -> str:
-        return _as_rabbitmq([str(RABBIT_BIN / "rabbitmq-queues"), "-n", self.name, *args],
-                            self.env(), timeout)
+        return _as_rabbitmq(
+            [str(RABBIT_BIN / "rabbitmq-queues"), "-n", self.name, *args], self.env(), timeout
+        )
 
     def pid(self) -> int | None:
         """The beam process of this node (None when it is not running)."""
@@ -186,8 +199,7 @@ class Node:
             self.ctl("delete_vhost", vhost, timeout=30)
 
     def connections(self, vhost: str) -> list[str]:
-        out = self.ctl("list_connections", "-q", "--no-table-headers", "vhost", "name",
-                       timeout=30)
+        out = self.ctl("list_connections", "-q", "--no-table-headers", "vhost", "name", timeout=30)
         return [line for line in out.splitlines() if line.split("\t")[0] == vhost]
 
     def channels(self, vhost: str) -> int:
@@ -195,8 +207,9 @@ class Node:
         return sum(1 for line in out.splitlines() if line.strip() == vhost)
 
     def consumers(self, vhost: str, queue: str) -> int:
-        out = self.ctl("list_queues", "-p", vhost, "-q", "--no-table-headers", "name",
-                       "consumers", timeout=30)
+        out = self.ctl(
+            "list_queues", "-p", vhost, "-q", "--no-table-headers", "name", "consumers", timeout=30
+        )
         for line in out.splitlines():
             parts = line.split("\t")
             if parts[0] == queue:
@@ -204,8 +217,9 @@ class Node:
         return -1
 
     def messages(self, vhost: str, queue: str) -> int:
-        out = self.ctl("list_queues", "-p", vhost, "-q", "--no-table-headers", "name",
-                       "messages", timeout=30)
+        out = self.ctl(
+            "list_queues", "-p", vhost, "-q", "--no-table-headers", "name", "messages", timeout=30
+        )
         for line in out.splitlines():
             parts = line.split("\t")
             if parts[0] == queue:

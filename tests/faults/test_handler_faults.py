@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 async def test_blocking_async_handler_is_named_within_two_seconds(
-        workers: WorkerFactory, amqp_url: str, vhost: str) -> None:
+    workers: WorkerFactory, amqp_url: str, vhost: str
+) -> None:
     w = workers(amqp_url, HANDLER_SLEEP="3")
     start_target(w, "tests.faults.apps.blocking:app")
     await started_consuming(vhost)
@@ -23,14 +24,23 @@ async def test_blocking_async_handler_is_named_within_two_seconds(
     await publish_tracked(amqp_url, range(1), log)
     await until(lambda: len(w.started()) == 1, timeout=20, interval=0.02, message="start")
     began = time.monotonic()
-    warned = await until(lambda: "event loop blocked" in w.output(), timeout=5,
-                         interval=0.05, message="the blocked-loop warning")
+    warned = await until(
+        lambda: "event loop blocked" in w.output(),
+        timeout=5,
+        interval=0.05,
+        message="the blocked-loop warning",
+    )
     await until(lambda: len(w.done()) == 1, timeout=20, message="handled")
     assert w.stop() == 0
     line = next(x for x in w.output().splitlines() if "event loop blocked" in x)
     assert "blocks_the_loop" in line
-    v = check("async handler blocks the loop (time.sleep 3s)", log, w.ledger,
-              await dead_letter_ids(amqp_url), warning_after_s=round(warned, 2))
+    v = check(
+        "async handler blocks the loop (time.sleep 3s)",
+        log,
+        w.ledger,
+        await dead_letter_ids(amqp_url),
+        warning_after_s=round(warned, 2),
+    )
     v.record()
     assert time.monotonic() - began > warned
     assert warned < 2.5
@@ -38,11 +48,17 @@ async def test_blocking_async_handler_is_named_within_two_seconds(
 
 
 async def test_sync_handler_longer_than_heartbeats_keeps_the_connection(
-        workers: WorkerFactory, amqp_url: str, vhost: str) -> None:
+    workers: WorkerFactory, amqp_url: str, vhost: str
+) -> None:
     """A plain def handler runs in a thread: 6 s of work with a 1 s heartbeat misses no
     heartbeat, so the connection stays and the message is handled once."""
-    w = workers(amqp_url, HANDLER_SYNC="1", HANDLER_SLEEP="6", HANDLER_PREFETCH="2",
-                RABBITFLOW_HEARTBEAT="1")
+    w = workers(
+        amqp_url,
+        HANDLER_SYNC="1",
+        HANDLER_SLEEP="6",
+        HANDLER_PREFETCH="2",
+        RABBITFLOW_HEARTBEAT="1",
+    )
     w.start()
     await started_consuming(vhost)
     log = PublishLog()

@@ -19,8 +19,9 @@ from tests.integration.worker.procs import consumer_count, started_consuming
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
-async def test_kill_9_mid_batch_then_restart(workers: WorkerFactory, amqp_url: str,
-                                             vhost: str) -> None:
+async def test_kill_9_mid_batch_then_restart(
+    workers: WorkerFactory, amqp_url: str, vhost: str
+) -> None:
     """Duplicates at most the prefetch; nothing confirmed is lost."""
     prefetch = 50
     w = workers(amqp_url, HANDLER_SLEEP="0.002", HANDLER_PREFETCH=str(prefetch))
@@ -38,28 +39,38 @@ async def test_kill_9_mid_batch_then_restart(workers: WorkerFactory, amqp_url: s
     recovery = time.monotonic() - killed
     await until(lambda: len(w.done()) == 3000, timeout=90, message="all handled")
     assert w.stop() == 0
-    v = check("kill -9 worker mid-batch", log, w.ledger, await dead_letter_ids(amqp_url),
-              recovery_s=round(recovery, 2), bound=f"D<={prefetch}")
+    v = check(
+        "kill -9 worker mid-batch",
+        log,
+        w.ledger,
+        await dead_letter_ids(amqp_url),
+        recovery_s=round(recovery, 2),
+        bound=f"D<={prefetch}",
+    )
     v.record()
     assert (v.lost, v.unexpected) == (0, 0)
     assert v.duplicated <= prefetch
 
 
-async def test_kill_loop_across_three_workers(workers: WorkerFactory, amqp_url: str,
-                                              vhost: str, tmp_path: Any) -> None:
+async def test_kill_loop_across_three_workers(
+    workers: WorkerFactory, amqp_url: str, vhost: str, tmp_path: Any
+) -> None:
     """kill -9 a random one of 3 workers every ~2 s for DURATION seconds under load."""
     prefetch = 20
     ledger = tmp_path / "ledger.txt"
     ledger.touch()
-    ws = [workers(amqp_url, ledger=ledger, HANDLER_SLEEP="0.005",
-                  HANDLER_PREFETCH=str(prefetch)) for _ in range(3)]
+    ws = [
+        workers(amqp_url, ledger=ledger, HANDLER_SLEEP="0.005", HANDLER_PREFETCH=str(prefetch))
+        for _ in range(3)
+    ]
     for w in ws:
         w.start()
     await started_consuming(vhost, consumers=3)
     log = PublishLog()
     stop = asyncio.Event()
-    publisher = asyncio.create_task(publish_tracked(amqp_url, range(10**7), log, window=50,
-                                                    pace=0.002, stop=stop))
+    publisher = asyncio.create_task(
+        publish_tracked(amqp_url, range(10**7), log, window=50, pace=0.002, stop=stop)
+    )
     kills = 0
     rng = random.Random(9)
     deadline = time.monotonic() + DURATION
@@ -77,12 +88,21 @@ async def test_kill_loop_across_three_workers(workers: WorkerFactory, amqp_url: 
         await asyncio.wait_for(publisher, 60)
     await started_consuming(vhost, consumers=3)
     done = {i for i, s in log.status.items() if s == "confirmed"}
-    await until(lambda: done <= {int(k) for k in ws[0].done()}, timeout=120,
-                message="every confirmed message handled")
+    await until(
+        lambda: done <= {int(k) for k in ws[0].done()},
+        timeout=120,
+        message="every confirmed message handled",
+    )
     for w in ws:
         assert w.stop() == 0
-    v = check(f"kill -9 loop, 3 workers, {DURATION:g}s", log, ledger,
-              await dead_letter_ids(amqp_url), kills=kills, bound=f"D<={prefetch}*{kills}")
+    v = check(
+        f"kill -9 loop, 3 workers, {DURATION:g}s",
+        log,
+        ledger,
+        await dead_letter_ids(amqp_url),
+        kills=kills,
+        bound=f"D<={prefetch}*{kills}",
+    )
     v.record()
     assert (v.lost, v.unexpected) == (0, 0)
     assert v.duplicated <= prefetch * kills
@@ -99,8 +119,7 @@ async def message_count_url(url: str, queue: str) -> int:
         await connection.close()
 
 
-async def test_sigterm_within_grace(workers: WorkerFactory, amqp_url: str,
-                                    vhost: str) -> None:
+async def test_sigterm_within_grace(workers: WorkerFactory, amqp_url: str, vhost: str) -> None:
     """In-flight handlers finish and are acked; the rest stay queued; no dead letters."""
     w = workers(amqp_url, HANDLER_SLEEP="0.5", HANDLER_PREFETCH="10")
     w.start("--shutdown-timeout", "10")
@@ -120,14 +139,22 @@ async def test_sigterm_within_grace(workers: WorkerFactory, amqp_url: str,
     w2.start()
     await until(lambda: len(w2.done()) == 100, timeout=30, message="rest handled")
     assert w2.stop() == 0
-    v = check("SIGTERM within grace", log, w.ledger, dead, stop_s=round(stop_s, 2),
-              left_queued=left, bound="D=0, DLQ=0")
+    v = check(
+        "SIGTERM within grace",
+        log,
+        w.ledger,
+        dead,
+        stop_s=round(stop_s, 2),
+        left_queued=left,
+        bound="D=0, DLQ=0",
+    )
     v.record()
     assert (v.lost, v.unexpected, v.duplicated, v.dead_lettered) == (0, 0, 0, 0)
 
 
-async def test_sigterm_beyond_grace_requeues(workers: WorkerFactory, amqp_url: str,
-                                             vhost: str) -> None:
+async def test_sigterm_beyond_grace_requeues(
+    workers: WorkerFactory, amqp_url: str, vhost: str
+) -> None:
     """Handlers still running at the timeout are cancelled and requeued, not dead-lettered."""
     w = workers(amqp_url, HANDLER_SLEEP="30", HANDLER_PREFETCH="3")
     w.start("--shutdown-timeout", "0.5")
@@ -145,15 +172,22 @@ async def test_sigterm_beyond_grace_requeues(workers: WorkerFactory, amqp_url: s
     w2.start()
     await until(lambda: len(w2.done()) == 3, timeout=30, message="requeued ones handled")
     assert w2.stop() == 0
-    v = check("SIGTERM beyond grace", log, w.ledger, dead, stop_s=round(stop_s, 2),
-              bound="requeued, DLQ=0")
+    v = check(
+        "SIGTERM beyond grace",
+        log,
+        w.ledger,
+        dead,
+        stop_s=round(stop_s, 2),
+        bound="requeued, DLQ=0",
+    )
     v.record()
     assert (v.lost, v.unexpected, v.duplicated, v.dead_lettered) == (0, 0, 0, 0)
     assert stop_s < 10
 
 
-async def test_connections_closed_repeatedly_under_load(workers: WorkerFactory,
-                                                        amqp_url: str, vhost: str) -> None:
+async def test_connections_closed_repeatedly_under_load(
+    workers: WorkerFactory, amqp_url: str, vhost: str
+) -> None:
     """Every few seconds the broker closes the worker's connections while it consumes;
     afterwards one consumer on the queue and no leaked connections or channels."""
     prefetch = 20
@@ -162,15 +196,15 @@ async def test_connections_closed_repeatedly_under_load(workers: WorkerFactory,
     await started_consuming(vhost)
     log = PublishLog()
     stop = asyncio.Event()
-    publisher = asyncio.create_task(publish_tracked(amqp_url, range(10**7), log, window=50,
-                                                    pace=0.003, stop=stop))
+    publisher = asyncio.create_task(
+        publish_tracked(amqp_url, range(10**7), log, window=50, pace=0.003, stop=stop)
+    )
     closes, recoveries = 0, []
     deadline = time.monotonic() + DURATION
     try:
         while time.monotonic() < deadline:
             await asyncio.sleep(3)
-            names = [c["client_properties"].get("connection_name") for c in
-                     connections(vhost)]
+            names = [c["client_properties"].get("connection_name") for c in connections(vhost)]
             if "rabbitflow-worker" not in names:
                 continue
             closes += _close_worker_connections(vhost)
@@ -182,27 +216,39 @@ async def test_connections_closed_repeatedly_under_load(workers: WorkerFactory,
         stop.set()
         await asyncio.wait_for(publisher, 60)
     confirmed = log.ids("confirmed")
-    await until(lambda: confirmed <= {int(k) for k in w.done()}, timeout=60,
-                message="every confirmed message handled")
+    await until(
+        lambda: confirmed <= {int(k) for k in w.done()},
+        timeout=60,
+        message="every confirmed message handled",
+    )
     assert await consumer_count(vhost) == 1
 
     def settled() -> bool:
-        conns = [c for c in connections(vhost)
-                 if c["client_properties"].get("connection_name") != "faults-publisher"]
+        conns = [
+            c
+            for c in connections(vhost)
+            if c["client_properties"].get("connection_name") != "faults-publisher"
+        ]
         return len(conns) <= 2 and sum(int(c.get("channels", 0)) for c in conns) <= 3
 
     def one_worker_connection() -> bool:
         # The management API lists a new connection after its next stats emission.
-        return [c["client_properties"].get("connection_name") for c in
-                connections(vhost)].count("rabbitflow-worker") == 1
+        return [c["client_properties"].get("connection_name") for c in connections(vhost)].count(
+            "rabbitflow-worker"
+        ) == 1
 
     await until(settled, timeout=20, interval=0.5, message="no leaked connections/channels")
     await until(one_worker_connection, timeout=20, interval=0.5, message="one worker conn")
     assert w.stop() == 0
-    v = check(f"connections closed every 3s for {DURATION:g}s", log, w.ledger,
-              await dead_letter_ids(amqp_url), closes=closes,
-              recovery_max_s=round(max(recoveries, default=0), 2),
-              bound=f"D<={prefetch}*{closes}")
+    v = check(
+        f"connections closed every 3s for {DURATION:g}s",
+        log,
+        w.ledger,
+        await dead_letter_ids(amqp_url),
+        closes=closes,
+        recovery_max_s=round(max(recoveries, default=0), 2),
+        bound=f"D<={prefetch}*{closes}",
+    )
     v.record()
     assert closes >= 2
     assert (v.lost, v.unexpected) == (0, 0)
@@ -222,14 +268,17 @@ def _close_worker_connections(vhost: str) -> int:
         for c in connections(vhost):
             if c["client_properties"].get("connection_name") == "faults-publisher":
                 continue
-            api.delete(f"{MANAGEMENT}/connections/{quote(c['name'])}",
-                       headers={"X-Reason": "faults: forced close"})
+            api.delete(
+                f"{MANAGEMENT}/connections/{quote(c['name'])}",
+                headers={"X-Reason": "faults: forced close"},
+            )
             closed += 1
     return closed
 
 
-async def test_queue_deleted_under_consumer(workers: WorkerFactory, amqp_url: str,
-                                            vhost: str) -> None:
+async def test_queue_deleted_under_consumer(
+    workers: WorkerFactory, amqp_url: str, vhost: str
+) -> None:
     """The broker cancels the consumer: an error naming the queue at once, the queue
     redeclared, consumption resumed."""
     w = workers(amqp_url, HANDLER_PREFETCH="5")
@@ -253,14 +302,20 @@ async def test_queue_deleted_under_consumer(workers: WorkerFactory, amqp_url: st
     out = w.output()
     assert "consumer cancelled by the broker" in out
     assert "jobs" in out
-    v = check("work queue deleted under the consumer", log, w.ledger,
-              await dead_letter_ids(amqp_url), recovery_s=round(recovery, 2))
+    v = check(
+        "work queue deleted under the consumer",
+        log,
+        w.ledger,
+        await dead_letter_ids(amqp_url),
+        recovery_s=round(recovery, 2),
+    )
     v.record()
     assert (v.lost, v.unexpected, v.duplicated) == (0, 0, 0)
 
 
-async def test_queue_deleted_with_exit_on_cancel(workers: WorkerFactory, amqp_url: str,
-                                                 vhost: str) -> None:
+async def test_queue_deleted_with_exit_on_cancel(
+    workers: WorkerFactory, amqp_url: str, vhost: str
+) -> None:
     w = workers(amqp_url, HANDLER_PREFETCH="5")
     w.start("--exit-on-cancel")
     await started_consuming(vhost)
@@ -273,5 +328,5 @@ async def test_queue_deleted_with_exit_on_cancel(workers: WorkerFactory, amqp_ur
         await connection.close()
     assert w.process is not None
     assert w.process.wait(timeout=20) != 0
-    assert "jobs" in w.output() and "cancelled by the broker" in w.output()
-
+    assert "jobs" in w.output()
+    assert "cancelled by the broker" in w.output()

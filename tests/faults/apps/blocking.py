@@ -16,5 +16,5 @@ SLEEP = float(os.environ.get("HANDLER_SLEEP", "3"))
 @app.handler("jobs", prefetch=1)
 async def blocks_the_loop(body: dict[str, object], message: Message) -> None:
     record(body, message, "start")
-    time.sleep(SLEEP)  # the bug under test: blocking code inside async def
+    time.sleep(SLEEP)  # noqa: ASYNC251 - the bug under test: blocking code in async def
     record(body, message, "done")

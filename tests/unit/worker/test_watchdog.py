@@ -32,12 +32,13 @@ def test_blocking_function_names_the_registered_handler() -> None:
 def test_blocking_function_falls_back_to_the_innermost_frame() -> None:
     frame = sys._getframe()
     assert blocking_function(frame, {}).startswith(
-        "test_blocking_function_falls_back_to_the_innermost_frame (")
+        "test_blocking_function_falls_back_to_the_innermost_frame ("
+    )
 
 
 async def test_watchdog_warns_once_per_stall_naming_the_handler() -> None:
     async def slow_handler() -> None:
-        time.sleep(0.6)  # blocks the loop on purpose
+        time.sleep(0.6)  # noqa: ASYNC251 - blocks the loop on purpose
 
     dog = LoopWatchdog({slow_handler.__code__: "slow_handler"}, threshold=0.3, interval=0.05)
     with capture_logs() as logs:
