@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Sequence
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -82,6 +83,22 @@ def _reason(exc: BaseException) -> str:
     return text.replace("\n", " ")
 
 
+def is_open(connection: AbstractConnection | None) -> bool:
+    """Whether a connection is usable.
+
+    aio-pika 10 marks a connection closed (``is_closed``) only when the client closes it;
+    one the broker or the network closed keeps ``is_closed`` false and only clears its
+    ``connected`` event, so both are checked.
+    """
+    if connection is None or connection.is_closed:
+        return False
+    connected = getattr(connection, "connected", None)
+    if isinstance(connected, asyncio.Event) and not connected.is_set():
+        return False
+    underlay = getattr(getattr(connection, "transport", None), "connection", None)
+    return not bool(getattr(underlay, "is_closed", False))
+
+
 def is_blocked(connection: AbstractConnection) -> bool:
     """Whether the broker blocked this connection (memory or disk alarm).
 
@@ -114,7 +131,7 @@ class Link:
     def current(self) -> AbstractConnection | None:
         """The open connection, if any."""
         c = self._connection
-        return c if c is not None and not c.is_closed else None
+        return c if is_open(c) else None
 
     async def get(self) -> AbstractConnection:
         """The open connection, connecting first when there is none.
@@ -127,6 +144,11 @@ class Link:
             return current
         async with self._lock:
             if self.current is None:
+                stale, self._connection = self._connection, None
+                if stale is not None and not stale.is_closed:
+                    # Lost under us: release its resources before replacing it.
+                    with contextlib.suppress(Exception):
+                        await stale.close()
                 self._connection = await connect(self.urls, timeout=self.timeout,
                                                  heartbeat=self.heartbeat, name=self.name)
             assert self._connection is not None
