@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from aio_pika.abc import AbstractConnection
 
-from rabbitflow.amqp.connection import connect
+from rabbitflow.amqp.connection import connect, is_open
 from rabbitflow.amqp.declare import declare
 from rabbitflow.amqp.publish import Publisher
 from rabbitflow.errors import BrokerUnavailable, RabbitflowError
@@ -69,7 +69,7 @@ class Worker:
             QueueConsumer(spec, route, prefetch=default_prefetch(topology, spec, prefetch),
                           publisher=publisher,
                           executor=self.executor, on_cancelled=self._consumer_cancelled,
-                          observer=observer)
+                          observer=observer, on_channel_lost=self._consumer_channel_lost)
             for spec in specs for route in routes_for(topology, spec.queue)
         ]
         self.watchdog = LoopWatchdog({s.func.__code__: s.name for s in specs
@@ -82,13 +82,14 @@ class Worker:
         self._wake = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._cancelled: set[QueueConsumer] = set()
+        self._broken: set[QueueConsumer] = set()
+        """Consumers whose channel the broker closed (the connection still up)."""
         self.stopped = asyncio.Event()
 
     @property
     def healthy(self) -> bool:
         """Connected, and every consumer active."""
-        connected = self.connection is not None and not self.connection.is_closed
-        return connected and all(c.active for c in self.consumers)
+        return is_open(self.connection) and all(c.active for c in self.consumers)
 
     async def start(self) -> None:
         """Connect, declare (when asked), start every consumer.
@@ -135,6 +136,10 @@ class Worker:
         self._cancelled.add(consumer)
         self._wake.set()
 
+    def _consumer_channel_lost(self, consumer: QueueConsumer) -> None:
+        self._broken.add(consumer)
+        self._wake.set()
+
     async def _supervise(self) -> None:
         while not self._stopping:
             await self._wake.wait()
@@ -143,7 +148,7 @@ class Worker:
                 break
             if self._lost or self.connection is None or self.connection.is_closed:
                 await self._reconnect()
-            elif self._cancelled:
+            elif self._cancelled or self._broken:
                 await self._resume_cancelled()
 
     async def _reconnect(self) -> None:
@@ -152,6 +157,7 @@ class Worker:
         for consumer in self.consumers:
             await consumer.close()
         self._cancelled.clear()
+        self._broken.clear()
         delay = RECONNECT_MIN
         while not self._stopping:
             log.info("reconnecting", delay_s=delay)
@@ -168,22 +174,28 @@ class Worker:
 
     async def _resume_cancelled(self) -> None:
         cancelled, self._cancelled = self._cancelled, set()
+        broken, self._broken = self._broken, set()
         names = sorted(c.route.queue for c in cancelled)
-        if self.exit_on_cancel:
+        if cancelled and self.exit_on_cancel:
             self.failed = RabbitflowError(f"consumer of queue(s) {', '.join(names)} cancelled "
                                           "by the broker (queue deleted?); exiting")
             self.stopped.set()
             return
         assert self.connection is not None
+        restart = cancelled | broken
+        names = sorted(c.route.queue for c in restart)
         try:
-            await self._declare(self.connection, everything=True)
-            for consumer in cancelled:
+            if cancelled:
+                await self._declare(self.connection, everything=True)
+            for consumer in restart:
                 await consumer.close()
                 await consumer.start(self.connection)
-            log.warning("queue redeclared and consumer resumed", queues=names)
+            log.warning("consumer resumed" + (" (queue redeclared)" if cancelled else ""),
+                        queues=names)
         except Exception as exc:
-            log.error("could not resume cancelled consumers", queues=names, reason=str(exc))
+            log.error("could not resume consumers", queues=names, reason=str(exc))
             self._cancelled |= cancelled
+            self._broken |= broken
             await asyncio.sleep(RECONNECT_MAX)
             self._wake.set()
 

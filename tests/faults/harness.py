@@ -39,6 +39,8 @@ class PublishLog:
     longest: float = 0.0
     """The longest any single publish call took (seconds): the "never hangs" figure."""
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    last_confirmed: float = 0.0
+    """When (monotonic) the latest confirm arrived: shows the publisher recovered."""
 
     def ids(self, status: str) -> set[int]:
         return {i for i, s in self.status.items() if s == status}
@@ -69,6 +71,7 @@ async def publish_tracked(
         try:
             await producer.publish("", queue, {"id": n}, message_id=str(n))
             log.status[n] = "confirmed"
+            log.last_confirmed = time.monotonic()
         except (PublishTimeout, BrokerUnavailable) as exc:
             # A timeout may have reached the broker; "cannot connect" never did.
             log.status[n] = "unknown" if isinstance(exc, PublishTimeout) else "failed"
