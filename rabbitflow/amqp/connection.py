@@ -10,10 +10,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
+import structlog
 from aio_pika.abc import AbstractConnection
 
 from rabbitflow.errors import BrokerUnavailable, ConfigError
 from rabbitflow.settings import mask_url, split_urls
+
+log = structlog.get_logger("rabbitflow.amqp")
 
 
 def with_heartbeat(url: str, heartbeat: int) -> str:
@@ -22,6 +25,17 @@ def with_heartbeat(url: str, heartbeat: int) -> str:
     query = parse_qs(parts.query)
     if "heartbeat" not in query:
         query["heartbeat"] = [str(heartbeat)]
+    return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+
+
+def without_verification(url: str) -> str:
+    """An ``amqps://`` URL with certificate verification turned off (aiormq's
+    ``no_verify_ssl``); other URLs unchanged."""
+    parts = urlsplit(url)
+    if parts.scheme != "amqps":
+        return url
+    query = parse_qs(parts.query)
+    query["no_verify_ssl"] = ["1"]
     return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
 
 
@@ -39,6 +53,7 @@ async def connect(
     timeout: float = 5.0,
     heartbeat: int = 15,
     name: str = "rabbitflow",
+    tls_verify: bool = True,
 ) -> AbstractConnection:
     """Connect to the first broker that answers.
 
@@ -47,6 +62,8 @@ async def connect(
         timeout: seconds allowed for each URL.
         heartbeat: AMQP heartbeat in seconds, unless the URL sets one.
         name: the connection name shown in the management UI.
+        tls_verify: verify the certificate of ``amqps://`` brokers (the default); when
+            false, a warning is logged for each such URL.
 
     Raises:
         BrokerUnavailable: when none answers; the message masks passwords.
@@ -58,9 +75,14 @@ async def connect(
         scheme = urlsplit(url).scheme
         if scheme not in ("amqp", "amqps"):
             raise ConfigError(f"not an AMQP URL: {mask_url(url)} (expected amqp:// or amqps://)")
+        target = with_heartbeat(url, heartbeat)
+        if scheme == "amqps" and not tls_verify:
+            log.warning("TLS certificate verification is off (RABBITFLOW_TLS_VERIFY=false): "
+                        "the broker's identity is not checked", url=mask_url(url))
+            target = without_verification(target)
         try:
             return await asyncio.wait_for(
-                aio_pika.connect(with_heartbeat(url, heartbeat),
+                aio_pika.connect(target,
                                  client_properties={"connection_name": name}),
                 timeout,
             )
@@ -119,8 +141,9 @@ class Link:
     """
 
     def __init__(self, urls: str | Sequence[str], *, name: str, timeout: float = 5.0,
-                 heartbeat: int = 15) -> None:
+                 heartbeat: int = 15, tls_verify: bool = True) -> None:
         self.urls = urls
+        self.tls_verify = tls_verify
         self.name = name
         self.timeout = timeout
         self.heartbeat = heartbeat
@@ -150,7 +173,8 @@ class Link:
                     with contextlib.suppress(Exception):
                         await stale.close()
                 self._connection = await connect(self.urls, timeout=self.timeout,
-                                                 heartbeat=self.heartbeat, name=self.name)
+                                                 heartbeat=self.heartbeat, name=self.name,
+                                                 tls_verify=self.tls_verify)
             assert self._connection is not None
             return self._connection
 

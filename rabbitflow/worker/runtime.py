@@ -105,7 +105,7 @@ class Worker:
     async def _open(self) -> None:
         s = self.settings
         connection = await connect(s.urls, timeout=s.connect_timeout, heartbeat=s.heartbeat,
-                                   name="rabbitflow-worker")
+                                   name="rabbitflow-worker", tls_verify=s.tls_verify)
         try:
             connection.close_callbacks.add(self._connection_closed)
             await self._declare(connection, everything=True)
