@@ -23,7 +23,13 @@ from typing import Any
 
 import aio_pika
 
-from rabbitflow.errors import BrokerUnavailable, PublishError, PublishNacked, PublishTimeout
+from rabbitflow.errors import (
+    BrokerUnavailable,
+    PublishError,
+    PublishNacked,
+    PublishTimeout,
+    Unroutable,
+)
 from rabbitflow.producer import Producer
 from rabbitflow.settings import Settings
 
@@ -76,7 +82,8 @@ async def publish_tracked(
             # A timeout may have reached the broker; "cannot connect" never did.
             log.status[n] = "unknown" if isinstance(exc, PublishTimeout) else "failed"
             log.errors[type(exc).__name__] += 1
-        except PublishNacked as exc:
+        except (PublishNacked, Unroutable) as exc:
+            # Nacked or returned: the broker did not enqueue it.
             log.status[n] = "failed"
             log.errors[type(exc).__name__] += 1
         except PublishError as exc:  # connection lost before the confirm
