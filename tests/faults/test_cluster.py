@@ -156,9 +156,18 @@ async def _resumed(cluster: list[Node], vhost: str, log: PublishLog, since: floa
     await until(
         lambda: consumers_on(cluster, vhost), timeout=60, interval=0.2, message="consumer back"
     )
-    await until(
-        lambda: log.last_confirmed > since, timeout=60, interval=0.2, message="confirms again"
-    )
+    try:
+        await until(
+            lambda: log.last_confirmed > since, timeout=60, interval=0.2, message="confirms again"
+        )
+    except AssertionError:
+        live = next(n for n in cluster if n.pid() is not None)
+        status = live.ctl(
+            "list_queues", "-p", vhost, "name", "leader", "members", "online", timeout=30
+        )
+        raise AssertionError(
+            f"no confirm since the fault; publish errors {dict(log.errors)}; queues: {status}"
+        ) from None
     return time.monotonic() - since
 
 
