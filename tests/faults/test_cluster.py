@@ -165,10 +165,29 @@ async def _resumed(cluster: list[Node], vhost: str, log: PublishLog, since: floa
         status = live.ctl(
             "list_queues", "-p", vhost, "name", "leader", "members", "online", timeout=30
         )
+        fresh = await _fresh_publishes(cluster, vhost)
         raise AssertionError(
-            f"no confirm since the fault; publish errors {dict(log.errors)}; queues: {status}"
+            f"no confirm since the fault; publish errors {dict(log.errors)}; a fresh "
+            f"connection to each live node: {fresh}; queues: {status}"
         ) from None
     return time.monotonic() - since
+
+
+async def _fresh_publishes(nodes: list[Node], vhost: str) -> dict[str, str]:
+    """Publish once through a new connection to each node: tells a stale publisher
+    from a queue that refuses everyone."""
+    from rabbitflow.producer import Producer
+    from rabbitflow.settings import Settings
+
+    out: dict[str, str] = {}
+    for n in nodes:
+        try:
+            async with Producer(settings=Settings(url=n.url(vhost), publish_timeout=5)) as p:
+                await p.publish("", "jobs", {"id": -1})
+            out[n.name] = "confirmed"
+        except Exception as exc:
+            out[n.name] = type(exc).__name__
+    return out
 
 
 async def test_kill_the_queue_leader(
