@@ -15,7 +15,7 @@ from tests.faults.harness import PublishLog, check, dead_letter_ids, publish_tra
 from tests.faults.nodes import Node
 from tests.helpers import consumer_count_of
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 PUBLISH_TIMEOUT = 3.0
 CONNECT_TIMEOUT = 1.0

@@ -18,7 +18,8 @@ from tests.faults.harness import PublishLog, check, dead_letter_ids, publish_tra
 from tests.faults.nodes import Node
 from tests.helpers import consumer_count_of
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
+"""The first test also pays for starting the cluster (its module fixture)."""
 
 PREFETCH = 20
 PUBLISH_TIMEOUT = 5.0

@@ -20,7 +20,7 @@ from tests.faults.harness import PublishLog, publish_tracked, until
 from tests.faults.nodes import Node
 from tests.integration.worker.procs import ROOT
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 CANARY = f"canary-{uuid.uuid4().hex}"
 
