@@ -75,7 +75,7 @@ async def test_draining_large_messages_keeps_rss_bounded(
         baseline_rss_mb=round(baseline / 2**20),
         peak_rss_mb=round(peak / 2**20),
         growth_mb=round(growth / 2**20),
-        bound_mb=round((PREFETCH * SIZE + CONSTANT) / 2**20),
+        bound_mb=round((COPIES * PREFETCH * SIZE + CONSTANT) / 2**20),
         rate_msg_s=round(MESSAGES / seconds),
     )
     v.record()
