@@ -32,7 +32,8 @@ class Producer:
         if url is not None:
             self.settings = self.settings.model_copy(update={"url": url})
         s = self.settings
-        self.link = Link(s.urls, name=name, timeout=s.connect_timeout, heartbeat=s.heartbeat)
+        self.link = Link(s.urls, name=name, timeout=s.connect_timeout, heartbeat=s.heartbeat,
+                         tls_verify=s.tls_verify)
         tracer = load_tracing(s.tracing)
         self.publisher = Publisher(self.link, timeout=s.publish_timeout,
                                    max_message_size=s.max_message_size, observer=observer,

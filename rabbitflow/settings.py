@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     tracing: bool = True
     """Propagate OpenTelemetry context (W3C ``traceparent``) when ``rabbitflow[otel]`` is
     installed; without it this setting changes nothing."""
+    tls_verify: bool = True
+    """Verify the broker's certificate on ``amqps://`` URLs (give a private CA with
+    ``?cafile=PATH`` in the URL). Turning it off logs a warning at every connect."""
+
+    def __repr_args__(self) -> Any:
+        # repr() and str() end up in logs and tracebacks: never with a password.
+        for key, value in super().__repr_args__():
+            secret = key in ("url", "management_url") and isinstance(value, str)
+            yield key, mask_url(value) if secret else value
 
     @property
     def urls(self) -> list[str]:

@@ -11,10 +11,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
+import structlog
 from aio_pika.abc import AbstractConnection, TimeoutType
 
 from rabbitflow.errors import BrokerUnavailable, ConfigError
 from rabbitflow.settings import mask_url, split_urls
+
+log = structlog.get_logger("rabbitflow.amqp")
 
 
 class _Connection(aio_pika.Connection):
@@ -40,6 +43,17 @@ def with_heartbeat(url: str, heartbeat: int) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
 
 
+def without_verification(url: str) -> str:
+    """An ``amqps://`` URL with certificate verification turned off (aiormq's
+    ``no_verify_ssl``); other URLs unchanged."""
+    parts = urlsplit(url)
+    if parts.scheme != "amqps":
+        return url
+    query = parse_qs(parts.query)
+    query["no_verify_ssl"] = ["1"]
+    return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+
+
 def vhost_of(url: str) -> str:
     """The vhost an AMQP URL names (``/`` when the path is empty)."""
     from urllib.parse import unquote
@@ -54,6 +68,7 @@ async def connect(
     timeout: float = 5.0,
     heartbeat: int = 15,
     name: str = "rabbitflow",
+    tls_verify: bool = True,
 ) -> AbstractConnection:
     """Connect to the first broker that answers.
 
@@ -62,6 +77,8 @@ async def connect(
         timeout: seconds allowed for each URL.
         heartbeat: AMQP heartbeat in seconds, unless the URL sets one.
         name: the connection name shown in the management UI.
+        tls_verify: verify the certificate of ``amqps://`` brokers (the default); when
+            false, a warning is logged for each such URL.
 
     Raises:
         BrokerUnavailable: when none answers; the message masks passwords.
@@ -78,10 +95,15 @@ async def connect(
                 f"not an AMQP URL: {mask_url(url)} "
                 "(expected amqp://, amqps:// or, in tests, memory://)"
             )
+        target = with_heartbeat(url, heartbeat)
+        if scheme == "amqps" and not tls_verify:
+            log.warning("TLS certificate verification is off (RABBITFLOW_TLS_VERIFY=false): "
+                        "the broker's identity is not checked", url=mask_url(url))
+            target = without_verification(target)
         try:
             return await asyncio.wait_for(
                 aio_pika.connect(
-                    with_heartbeat(url, heartbeat),
+                    target,
                     connection_class=_Connection,
                     client_properties={"connection_name": name},
                 ),
@@ -116,6 +138,22 @@ def _reason(exc: BaseException) -> str:
     return text.replace("\n", " ")
 
 
+def is_open(connection: AbstractConnection | None) -> bool:
+    """Whether a connection is usable.
+
+    aio-pika 10 marks a connection closed (``is_closed``) only when the client closes it;
+    one the broker or the network closed keeps ``is_closed`` false and only clears its
+    ``connected`` event, so both are checked.
+    """
+    if connection is None or connection.is_closed:
+        return False
+    connected = getattr(connection, "connected", None)
+    if isinstance(connected, asyncio.Event) and not connected.is_set():
+        return False
+    underlay = getattr(getattr(connection, "transport", None), "connection", None)
+    return not bool(getattr(underlay, "is_closed", False))
+
+
 def is_blocked(connection: AbstractConnection) -> bool:
     """Whether the broker blocked this connection (memory or disk alarm).
 
@@ -136,8 +174,9 @@ class Link:
     """
 
     def __init__(self, urls: str | Sequence[str], *, name: str, timeout: float = 5.0,
-                 heartbeat: int = 15) -> None:
+                 heartbeat: int = 15, tls_verify: bool = True) -> None:
         self.urls = urls
+        self.tls_verify = tls_verify
         self.name = name
         self.timeout = timeout
         self.heartbeat = heartbeat
@@ -148,7 +187,7 @@ class Link:
     def current(self) -> AbstractConnection | None:
         """The open connection, if any."""
         c = self._connection
-        return c if c is not None and not c.is_closed else None
+        return c if is_open(c) else None
 
     async def get(self) -> AbstractConnection:
         """The open connection, connecting first when there is none.
@@ -161,8 +200,14 @@ class Link:
             return current
         async with self._lock:
             if self.current is None:
+                stale, self._connection = self._connection, None
+                if stale is not None and not stale.is_closed:
+                    # Lost under us: release its resources before replacing it.
+                    with contextlib.suppress(Exception):
+                        await stale.close()
                 self._connection = await connect(self.urls, timeout=self.timeout,
-                                                 heartbeat=self.heartbeat, name=self.name)
+                                                 heartbeat=self.heartbeat, name=self.name,
+                                                 tls_verify=self.tls_verify)
             assert self._connection is not None
             return self._connection
 

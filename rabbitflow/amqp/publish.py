@@ -38,6 +38,11 @@ from rabbitflow.worker.codec import encode
 
 log = structlog.get_logger("rabbitflow.publish")
 
+NACKS_BEFORE_NEW_CHANNEL = 10
+"""Consecutive nacks after which the publisher opens a new channel. After a quorum
+queue's leader node dies, a channel opened while the cluster was still electing can keep
+nacking every publish although a new leader serves fresh channels (RabbitMQ 3.10)."""
+
 PublishObserver = Callable[[str, str, float], None]
 """Called after each publish with (exchange, outcome, seconds until the broker answered);
 outcome is ``confirmed``, ``nacked``, ``returned`` or ``failed``."""
@@ -128,6 +133,8 @@ class Publisher:
         self._channel: AbstractChannel | None = None
         self._raw: aiormq.abc.AbstractChannel | None = None
         self._lock = asyncio.Lock()
+        self._nacks_in_row = 0
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def _underlay(self) -> aiormq.abc.AbstractChannel:
         raw = self._raw
@@ -212,7 +219,9 @@ class Publisher:
                                                  routing_key=routing_key,
                                                  properties=props, mandatory=mandatory)
             if isinstance(result, spec.Basic.Nack):
+                self._nacked(raw)
                 raise aiormq.exceptions.DeliveryError(None, result)
+            self._nacks_in_row = 0
             outcome = "confirmed"
         except TimeoutError:
             raise self._timeout_error(exchange, routing_key, limit) from None
@@ -240,6 +249,19 @@ class Publisher:
         finally:
             if self.observer is not None:
                 self.observer(exchange, outcome, time.perf_counter() - started)
+
+    def _nacked(self, raw: aiormq.abc.AbstractChannel) -> None:
+        self._nacks_in_row += 1
+        if self._nacks_in_row < NACKS_BEFORE_NEW_CHANNEL or raw is not self._raw:
+            return
+        self._nacks_in_row = 0
+        log.warning("the broker nacks every publish on this channel; opening a new one",
+                    nacks=NACKS_BEFORE_NEW_CHANNEL)
+        channel, self._channel, self._raw = self._channel, None, None
+        if channel is not None:
+            task = asyncio.get_running_loop().create_task(_close_quietly(channel))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _timeout_error(self, exchange: str, routing_key: str, limit: float) -> PublishTimeout:
         connection = self.link.current
@@ -303,6 +325,12 @@ class Publisher:
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError, RuntimeError):
                 await channel.close()
+
+
+async def _close_quietly(channel: AbstractChannel) -> None:
+    with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError, RuntimeError,
+                             TimeoutError):
+        await asyncio.wait_for(channel.close(), 5)
 
 
 async def _aiter(items: Iterable[Outgoing] | AsyncIterable[Outgoing]) -> AsyncIterable[Outgoing]:

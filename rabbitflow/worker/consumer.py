@@ -53,6 +53,16 @@ could not be confirmed: it keeps its prefetch slot, so a broken broker slows the
 down instead of spinning the message."""
 
 
+def channel_close_reason(exc: BaseException) -> str:
+    """Why the broker closed a consumer's channel, with the likely fix when known."""
+    text = " ".join(str(a) for a in exc.args) if exc.args else type(exc).__name__
+    if "acknowledgement" in text and "timed out" in text:
+        return (f"{text}: a handler held a delivery longer than the broker's "
+                "consumer_timeout; raise consumer_timeout or make the handler faster "
+                "(the message is redelivered)")
+    return text
+
+
 @dataclass(frozen=True)
 class Route:
     """Where a physical queue's failures go."""
@@ -73,13 +83,15 @@ class QueueConsumer:
                  publisher: Publisher, executor: Executor,
                  on_cancelled: Callable[[QueueConsumer], None],
                  observer: OutcomeObserver | None = None,
-                 tracer: DeliveryTracer | None = None) -> None:
+                 tracer: DeliveryTracer | None = None,
+                 on_channel_lost: Callable[[QueueConsumer], None] | None = None) -> None:
         self.spec = spec
         self.route = route
         self.prefetch = prefetch
         self.publisher = publisher
         self.executor = executor
         self.on_cancelled = on_cancelled
+        self.on_channel_lost = on_channel_lost or on_cancelled
         self.observer = observer
         self.tracer = tracer
         self.active = False
@@ -119,6 +131,7 @@ class QueueConsumer:
         """Open a channel, set its prefetch and start consuming."""
         self._stopping = False
         self._channel = await connection.channel(publisher_confirms=False)
+        self._channel.close_callbacks.add(self._channel_closed)
         raw = await self._channel.get_underlay_channel()
         await raw.basic_qos(prefetch_count=self.prefetch)
         raw.on_consumer_cancel_callbacks.add(self._broker_cancelled)
@@ -184,6 +197,18 @@ class QueueConsumer:
         self.active = False
         self._log.error("consumer cancelled by the broker (was the queue deleted?)")
         self.on_cancelled(self)
+
+    def _channel_closed(self, _sender: Any, exc: BaseException | None = None) -> None:
+        # The broker closes a channel (not the connection) for a channel-level error, most
+        # often a delivery held longer than its consumer_timeout. The connection stays up,
+        # so without this the worker would sit idle on a dead channel.
+        if self._stopping or not self.active or not isinstance(
+                exc, aiormq.exceptions.ChannelClosed):
+            return
+        self.active = False
+        self._log.error("channel closed by the broker; its unacked deliveries go back to the "
+                        "queue and the consumer restarts", reason=channel_close_reason(exc))
+        self.on_channel_lost(self)
 
     async def stop(self, timeout: float) -> None:
         """Stop consuming, let in-flight handlers finish, give the rest back.

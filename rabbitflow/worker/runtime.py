@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from aio_pika.abc import AbstractConnection
 
-from rabbitflow.amqp.connection import connect
+from rabbitflow.amqp.connection import connect, is_open
 from rabbitflow.amqp.declare import conflicts, declare
 from rabbitflow.amqp.publish import Publisher
 from rabbitflow.errors import BrokerUnavailable, RabbitflowError
@@ -22,6 +22,7 @@ from rabbitflow.topology.schema import Topology
 from rabbitflow.worker.consumer import QueueConsumer, Route
 from rabbitflow.worker.handler import HandlerSpec
 from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver
+from rabbitflow.worker.watchdog import LoopWatchdog
 
 log = structlog.get_logger("rabbitflow.worker")
 
@@ -70,9 +71,12 @@ class Worker:
             QueueConsumer(spec, route, prefetch=default_prefetch(topology, spec, prefetch),
                           publisher=publisher,
                           executor=self.executor, on_cancelled=self._consumer_cancelled,
-                          observer=observer, tracer=tracer)
+                          observer=observer, tracer=tracer,
+                          on_channel_lost=self._consumer_channel_lost)
             for spec in specs for route in routes_for(topology, spec.queue)
         ]
+        self.watchdog = LoopWatchdog({s.func.__code__: s.name for s in specs
+                                      if s.is_async and hasattr(s.func, "__code__")})
         self.connection: AbstractConnection | None = None
         self.failed: RabbitflowError | None = None
         """Set when the worker gave up (a cancelled consumer with ``exit_on_cancel``)."""
@@ -81,13 +85,14 @@ class Worker:
         self._wake = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._cancelled: set[QueueConsumer] = set()
+        self._broken: set[QueueConsumer] = set()
+        """Consumers whose channel the broker closed (the connection still up)."""
         self.stopped = asyncio.Event()
 
     @property
     def connected(self) -> bool:
         """The consuming connection is open (and not known to be lost)."""
-        connection = self.connection
-        return not self._lost and connection is not None and not connection.is_closed
+        return not self._lost and is_open(self.connection)
 
     @property
     def healthy(self) -> bool:
@@ -102,12 +107,13 @@ class Worker:
             DeclareConflict: when the topology conflicts with the broker.
         """
         await self._open()
+        self.watchdog.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitflow-supervisor")
 
     async def _open(self) -> None:
         s = self.settings
         connection = await connect(s.urls, timeout=s.connect_timeout, heartbeat=s.heartbeat,
-                                   name="rabbitflow-worker")
+                                   name="rabbitflow-worker", tls_verify=s.tls_verify)
         try:
             connection.close_callbacks.add(self._connection_closed)
             await self._declare(connection, everything=True)
@@ -144,15 +150,19 @@ class Worker:
         self._cancelled.add(consumer)
         self._wake.set()
 
+    def _consumer_channel_lost(self, consumer: QueueConsumer) -> None:
+        self._broken.add(consumer)
+        self._wake.set()
+
     async def _supervise(self) -> None:
         while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
             if self._stopping:
                 break
-            if self._lost or self.connection is None or self.connection.is_closed:
+            if self._lost or not is_open(self.connection):
                 await self._reconnect()
-            elif self._cancelled:
+            elif self._cancelled or self._broken:
                 await self._resume_cancelled()
 
     async def _reconnect(self) -> None:
@@ -161,6 +171,7 @@ class Worker:
         for consumer in self.consumers:
             await consumer.close()
         self._cancelled.clear()
+        self._broken.clear()
         delay = RECONNECT_MIN
         attempt = 0
         log.warning("reconnecting")
@@ -181,22 +192,28 @@ class Worker:
 
     async def _resume_cancelled(self) -> None:
         cancelled, self._cancelled = self._cancelled, set()
+        broken, self._broken = self._broken, set()
         names = sorted(c.route.queue for c in cancelled)
-        if self.exit_on_cancel:
+        if cancelled and self.exit_on_cancel:
             self.failed = RabbitflowError(f"consumer of queue(s) {', '.join(names)} cancelled "
                                           "by the broker (queue deleted?); exiting")
             self.stopped.set()
             return
         assert self.connection is not None
+        restart = cancelled | broken
+        names = sorted(c.route.queue for c in restart)
         try:
-            await self._declare(self.connection, everything=True)
-            for consumer in cancelled:
+            if cancelled:
+                await self._declare(self.connection, everything=True)
+            for consumer in restart:
                 await consumer.close()
                 await consumer.start(self.connection)
-            log.warning("queue redeclared and consumer resumed", queues=names)
+            log.warning("consumer resumed" + (" (queue redeclared)" if cancelled else ""),
+                        queues=names)
         except Exception as exc:
-            log.error("could not resume cancelled consumers", queues=names, reason=str(exc))
+            log.error("could not resume consumers", queues=names, reason=str(exc))
             self._cancelled |= cancelled
+            self._broken |= broken
             await asyncio.sleep(RECONNECT_MAX)
             self._wake.set()
 
@@ -217,6 +234,7 @@ class Worker:
         if self.connection is not None and not self.connection.is_closed:
             with contextlib.suppress(Exception):
                 await self.connection.close()
+        await self.watchdog.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.stopped.set()
 
