@@ -21,14 +21,17 @@ broker:
 demo: venv broker
 	bash scripts/demo.sh
 
-# Fast tier first (no broker), then the broker tier.
+# Fast tier first (no broker), then the broker tier, then the fault tier (tests/faults:
+# kills workers, and stops, pauses and kills RabbitMQ nodes of its own, a 3-node cluster
+# included; never the shared broker).
 test: venv broker
-	$(VENV)/bin/python -m pytest -m "not broker"
-	$(VENV)/bin/python -m pytest -m broker
+	$(VENV)/bin/python -m pytest -m "not broker and not faults"
+	$(VENV)/bin/python -m pytest -m "broker and not faults"
+	$(VENV)/bin/python -m pytest -m faults
 
 # Unit tests only: no broker needed.
 test-fast: venv
-	$(VENV)/bin/python -m pytest -m "not broker"
+	$(VENV)/bin/python -m pytest -m "not broker and not faults"
 
 lint: venv
 	$(VENV)/bin/ruff check rabbitflow tests
