@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import structlog
 
 from rabbitflow.errors import ConfigError, HandlerError
+from rabbitflow.logs import configure_logging
 from rabbitflow.exposition import Server, serve
 from rabbitflow.health import Health, worker_health
 from rabbitflow.metrics import Metrics
@@ -148,6 +149,9 @@ class App:
             raise ConfigError("app already started")
         if self.topology is None:
             raise ConfigError("no topology: pass App(topology=...) or --topology FILE")
+        # Once, and only if the application has not configured structlog itself: without
+        # it structlog's defaults would print every debug event of the hot path.
+        configure_logging(self.settings.log_format, self.settings.log_level)
         for queue in self.handlers:
             self._check_queue(queue)
         specs = list(self.handlers.values())

@@ -52,7 +52,10 @@ def configure_logging(format: LogFormat | None = None, level: str | int = "INFO"
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        # Not cached: module-level loggers then follow a later reconfiguration (tests,
+        # applications that configure after importing rabbitflow); the hot path binds
+        # its loggers once per consumer anyway.
+        cache_logger_on_first_use=False,
     )
     _route_stdlib_logging(shared, renderer, numeric)
     return True

@@ -61,3 +61,13 @@ async def channel(amqp_url: str) -> AsyncIterator[object]:
         yield await connection.channel(publisher_confirms=True)
     finally:
         await connection.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """`App.start` configures structlog once per process; give every test a clean slate so
+    one test's configuration (its level) never hides another test's log events."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()

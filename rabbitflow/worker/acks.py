@@ -23,10 +23,14 @@ class Acker:
     `ack` (it succeeded) or `settled` (it was nacked or otherwise settled on its own).
     """
 
-    __slots__ = ("_done", "_on_error", "_outstanding", "_scheduled", "channel")
+    __slots__ = ("_done", "_on_error", "_outstanding", "_scheduled", "channel", "immediate")
 
-    def __init__(self, channel: Any, on_error: Callable[[BaseException], None]) -> None:
+    def __init__(self, channel: Any, on_error: Callable[[BaseException], None], *,
+                 immediate: bool = False) -> None:
         self.channel = channel
+        self.immediate = immediate
+        """Ack a lone delivery at once instead of coalescing (prefetch 1: the broker
+        sends nothing more until it has the ack, so there is nothing to coalesce)."""
         self._outstanding: collections.deque[int] = collections.deque()
         self._done: dict[int, bool] = {}
         """Finished tags → whether they still need an ack."""
@@ -36,9 +40,17 @@ class Acker:
     def delivered(self, tag: int) -> None:
         self._outstanding.append(tag)
 
-    def ack(self, tag: int) -> None:
+    def ack(self, tag: int) -> bool:
+        """Record a success. True when the caller should ack ``tag`` itself, now (in
+        `immediate` mode, when it is the only delivery outstanding)."""
+        outstanding = self._outstanding
+        if (self.immediate and len(outstanding) == 1 and outstanding[0] == tag
+                and not self._done):
+            outstanding.popleft()
+            return True
         self._done[tag] = True
         self._schedule()
+        return False
 
     def settled(self, tag: int) -> None:
         self._done[tag] = False

@@ -136,7 +136,7 @@ class QueueConsumer:
         await raw.basic_qos(prefetch_count=self.prefetch)
         raw.on_consumer_cancel_callbacks.add(self._broker_cancelled)
         self._raw = raw
-        self._acker = Acker(raw, self._late_ack)
+        self._acker = Acker(raw, self._late_ack, immediate=self.prefetch == 1)
         self.active = True
         if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
             self._pause()
@@ -446,9 +446,8 @@ class QueueConsumer:
 
     async def _ack(self, channel: Any, tag: int) -> None:
         acker = self._acker
-        if acker is not None and acker.channel is channel:
-            acker.ack(tag)  # coalesced into one basic.ack(multiple=True) per loop turn
-            return
+        if acker is not None and acker.channel is channel and not acker.ack(tag):
+            return  # coalesced into one basic.ack(multiple=True) per loop turn
         try:
             await channel.basic_ack(tag, wait=False)
         except _CHANNEL_GONE as exc:

@@ -43,7 +43,9 @@ async def test_status_json_shows_depths_and_dead_letters(
     # The management API refreshes queue statistics every few seconds: wait for them.
     for _ in range(30):
         rows = rows_of(cli("status", str(DATA / "dlq.yaml"), "--json"))
-        if rows["work"]["ready"] == 3 and rows["work"]["dead_letters"] == 2:
+        work_row = rows["work"]
+        settled = work_row["consumers"] is not None and work_row["publish_rate"] is not None
+        if work_row["ready"] == 3 and work_row["dead_letters"] == 2 and settled:
             break
         await asyncio.sleep(0.5)
     assert set(rows) == {"work", "audit.copy", "work.quorum", "billing", "shipping", "failed.all"}

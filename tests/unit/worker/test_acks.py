@@ -69,7 +69,24 @@ async def test_closed_channel_sends_nothing() -> None:
     dropped: list[BaseException] = []
     acker = Acker(channel, dropped.append)
     acker.delivered(1)
+    acker.delivered(2)
+    acker.ack(2)
     acker.ack(1)
     await settle()
     assert channel.acks == []
     assert len(dropped) == 1  # reported, so the worker logs the late ack
+
+
+async def test_at_prefetch_1_a_lone_delivery_is_acked_by_its_caller_at_once() -> None:
+    channel = Channel()
+    acker = Acker(channel, lambda exc: None, immediate=True)
+    acker.delivered(1)
+    assert acker.ack(1) is True  # nothing to coalesce with: no loop turn of delay
+    await settle()
+    assert channel.acks == []  # the caller sends it
+    acker.delivered(2)
+    acker.delivered(3)
+    assert acker.ack(3) is False
+    assert acker.ack(2) is False
+    await settle()
+    assert channel.acks == [(3, True)]
