@@ -212,6 +212,7 @@ class Publisher:
         limit = self.timeout if timeout is None else timeout
         started = time.perf_counter()
         outcome = "failed"
+        raw: aiormq.abc.AbstractChannel | None = None
         try:
             async with asyncio.timeout(limit):
                 raw = await self._underlay()
@@ -219,7 +220,6 @@ class Publisher:
                                                  routing_key=routing_key,
                                                  properties=props, mandatory=mandatory)
             if isinstance(result, spec.Basic.Nack):
-                self._nacked(raw)
                 raise aiormq.exceptions.DeliveryError(None, result)
             self._nacks_in_row = 0
             outcome = "confirmed"
@@ -230,6 +230,10 @@ class Publisher:
             reply = getattr(exc.frame, "reply_text", "NO_ROUTE") if exc.frame else "NO_ROUTE"
             raise Unroutable(exchange, routing_key, str(reply)) from None
         except aiormq.exceptions.DeliveryError:
+            # aiormq raises a nack (it does not return it); a run of them may mean a
+            # channel stuck on a dead quorum leader.
+            if raw is not None:
+                self._nacked(raw)
             outcome = "nacked"
             raise PublishNacked(f"the broker nacked the message to exchange {exchange!r} "
                                 f"with routing key {routing_key!r} (a full queue with "

@@ -239,3 +239,18 @@ def _rabbitmqctl(*args: str) -> None:
 def _alarmed() -> bool:
     out = subprocess.run(["rabbitmqctl", "status"], capture_output=True, text=True, timeout=30)
     return "memory" in out.stdout.split("Alarms", 1)[-1].split("\n\n", 1)[0].lower()
+
+
+async def test_a_run_of_nacks_makes_the_publisher_open_a_new_channel(producer: Producer) -> None:
+    """A channel stuck nacking (a dead quorum leader) is replaced after 10 nacks in a row;
+    the broker's nacks arrive as aiormq exceptions, so this goes through `send` itself."""
+    from rabbitflow.amqp.publish import NACKS_BEFORE_NEW_CHANNEL
+
+    await producer.publish("", "bounded", 1)
+    await producer.publish("", "bounded", 2)
+    first = producer.publisher._raw
+    for _ in range(NACKS_BEFORE_NEW_CHANNEL):
+        with pytest.raises(PublishNacked):
+            await producer.publish("", "bounded", 3)
+    assert producer.publisher._raw is None or producer.publisher._raw is not first
+    await producer.publish("orders", "order.after", 4)  # works on the new channel
