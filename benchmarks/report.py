@@ -1,7 +1,5 @@
 """The one table (rich) and the JSON file."""
 
-# ruff: noqa: RUF001  (the en dash of ranges and the multiplication sign of ratios are meant)
-
 from __future__ import annotations
 
 import json

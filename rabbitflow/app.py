@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import structlog
 
 from rabbitflow.errors import ConfigError, HandlerError
-from rabbitflow.logs import configure_logging
 from rabbitflow.exposition import Server, serve
 from rabbitflow.health import Health, worker_health
+from rabbitflow.logs import configure_logging
 from rabbitflow.metrics import Metrics
 from rabbitflow.monitor import Monitor, depth_targets
 from rabbitflow.producer import Producer
@@ -48,8 +48,14 @@ class App:
         settings: settings to use instead of reading the environment.
     """
 
-    def __init__(self, topology: TopologySource | None = None, *, url: str | None = None,
-                 declare: bool = True, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        topology: TopologySource | None = None,
+        *,
+        url: str | None = None,
+        declare: bool = True,
+        settings: Settings | None = None,
+    ) -> None:
         settings = settings or Settings()
         if url is not None:
             settings = settings.model_copy(update={"url": url})
@@ -70,8 +76,11 @@ class App:
             self.metrics = Metrics(multiprocess=True)
         elif settings.metrics_port is not None:
             self.metrics = Metrics()
-        self.producer = Producer(settings=settings, name="rabbitflow-publisher",
-                                 observer=self.metrics.publish if self.metrics else None)
+        self.producer = Producer(
+            settings=settings,
+            name="rabbitflow-publisher",
+            observer=self.metrics.publish if self.metrics else None,
+        )
 
     def configure(self, settings: Settings | None = None, **changes: Any) -> None:
         """Replace the settings (or change some), before the app starts; rebuilds the
@@ -95,14 +104,20 @@ class App:
 
     def _check_queue(self, queue: str) -> None:
         if self.topology is not None and queue not in self.topology.queues:
-            raise HandlerError(f"no queue {queue!r} in the topology"
-                               + did_you_mean(queue, self.topology.queues))
+            raise HandlerError(
+                f"no queue {queue!r} in the topology" + did_you_mean(queue, self.topology.queues)
+            )
 
-    def handler(self, queue: str, *, prefetch: int | None = None,
-                timeout: float | str | None = None,
-                idempotency: IdempotencyStore | None = None,
-                idempotency_key: Callable[[Message], str | None] | None = None,
-                circuit_breaker: CircuitBreaker | None = None) -> Callable[[F], F]:
+    def handler(
+        self,
+        queue: str,
+        *,
+        prefetch: int | None = None,
+        timeout: float | str | None = None,
+        idempotency: IdempotencyStore | None = None,
+        idempotency_key: Callable[[Message], str | None] | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
+    ) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``queue``.
 
         Args:
@@ -125,20 +140,32 @@ class App:
 
         def register(func: F) -> F:
             if queue in self.handlers:
-                raise HandlerError(f"queue {queue!r} has a handler already: "
-                                   f"{self.handlers[queue].name}")
+                raise HandlerError(
+                    f"queue {queue!r} has a handler already: {self.handlers[queue].name}"
+                )
             self._check_queue(queue)
             self.handlers[queue] = inspect_handler(
-                func, queue, prefetch=prefetch, timeout=timeout, idempotency=idempotency,
-                idempotency_key=idempotency_key, circuit_breaker=circuit_breaker)
+                func,
+                queue,
+                prefetch=prefetch,
+                timeout=timeout,
+                idempotency=idempotency,
+                idempotency_key=idempotency_key,
+                circuit_breaker=circuit_breaker,
+            )
             return func
 
         return register
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def start(self, queues: Collection[str] | None = None, *,
-                    prefetch: int | None = None, exit_on_cancel: bool = False) -> None:
+    async def start(
+        self,
+        queues: Collection[str] | None = None,
+        *,
+        prefetch: int | None = None,
+        exit_on_cancel: bool = False,
+    ) -> None:
         """Connect, declare the topology (unless ``declare=False``) and start consuming.
 
         Args:
@@ -158,16 +185,24 @@ class App:
         if queues is not None:
             unknown = [q for q in queues if q not in self.handlers]
             if unknown:
-                raise ConfigError(f"no handler for queue(s) {', '.join(unknown)}"
-                                  + did_you_mean(unknown[0], self.handlers))
+                raise ConfigError(
+                    f"no handler for queue(s) {', '.join(unknown)}"
+                    + did_you_mean(unknown[0], self.handlers)
+                )
             specs = [s for s in specs if s.queue in queues]
         default_prefetch = prefetch or self.settings.prefetch or DEFAULT_PREFETCH
         metrics = self.metrics
-        worker = Worker(self.topology, expand(self.topology) if self.declare else None,
-                        specs, self.settings, self.producer.publisher,
-                        prefetch=default_prefetch, exit_on_cancel=exit_on_cancel,
-                        observer=metrics.outcome if metrics else None,
-                        tracer=load_tracing(self.settings.tracing))
+        worker = Worker(
+            self.topology,
+            expand(self.topology) if self.declare else None,
+            specs,
+            self.settings,
+            self.producer.publisher,
+            prefetch=default_prefetch,
+            exit_on_cancel=exit_on_cancel,
+            observer=metrics.outcome if metrics else None,
+            tracer=load_tracing(self.settings.tracing),
+        )
         if metrics is not None:
             self._watch(metrics, worker, specs)
         port = self.settings.metrics_port
@@ -182,11 +217,15 @@ class App:
         self.worker = worker
         consumed, dead = depth_targets(self.topology, [s.queue for s in specs])
         self._monitor = Monitor(
-            metrics, connection=lambda: worker.connection if worker.connected else None,
-            publisher=lambda: self.producer.link.current, health=self.health,
-            consumed=consumed, dead_letters=dead,
+            metrics,
+            connection=lambda: worker.connection if worker.connected else None,
+            publisher=lambda: self.producer.link.current,
+            health=self.health,
+            consumed=consumed,
+            dead_letters=dead,
             poll_interval=self.settings.queue_poll_interval,
-            health_dir=self.settings.metrics_dir)
+            health_dir=self.settings.metrics_dir,
+        )
         self._monitor.start()
 
     def _watch(self, metrics: Metrics, worker: Worker, specs: list[HandlerSpec]) -> None:
@@ -212,8 +251,9 @@ class App:
         worker = self.worker
         if worker is None:
             return worker_health(False, False, [])
-        return worker_health(True, worker.connected,
-                             [(c.route.queue, c.state) for c in worker.consumers])
+        return worker_health(
+            True, worker.connected, [(c.route.queue, c.state) for c in worker.consumers]
+        )
 
     def _close_server(self) -> None:
         server, self._server = self._server, None
@@ -245,18 +285,32 @@ class App:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.stop()
 
-    def run(self, queues: Collection[str] | None = None, *, prefetch: int | None = None,
-            exit_on_cancel: bool = False) -> None:
+    def run(
+        self,
+        queues: Collection[str] | None = None,
+        *,
+        prefetch: int | None = None,
+        exit_on_cancel: bool = False,
+    ) -> None:
         """Run the handlers until SIGINT or SIGTERM, then stop gracefully and return."""
         asyncio.run(self.serve(queues, prefetch=prefetch, exit_on_cancel=exit_on_cancel))
 
-    async def serve(self, queues: Collection[str] | None = None, *,
-                    prefetch: int | None = None, exit_on_cancel: bool = False,
-                    ready: Callable[[], None] | None = None) -> None:
+    async def serve(
+        self,
+        queues: Collection[str] | None = None,
+        *,
+        prefetch: int | None = None,
+        exit_on_cancel: bool = False,
+        ready: Callable[[], None] | None = None,
+    ) -> None:
         """Start, wait for SIGINT/SIGTERM (or a fatal worker error), stop.
 
         Raises:
@@ -273,8 +327,10 @@ class App:
             worker = self.worker
             if ready is not None:
                 ready()
-            waiters = [asyncio.ensure_future(stop.wait()),
-                       asyncio.ensure_future(worker.stopped.wait())]
+            waiters = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(worker.stopped.wait()),
+            ]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
@@ -289,39 +345,74 @@ class App:
 
     # -- publishing ------------------------------------------------------------------
 
-    async def publish(self, exchange: str, routing_key: str, body: object, *,
-                      headers: Mapping[str, Any] | None = None, message_id: str | None = None,
-                      correlation_id: str | None = None, persistent: bool = True,
-                      mandatory: bool = True, expiration: str | int | None = None,
-                      priority: int | None = None, timeout: float | None = None) -> str:
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: object,
+        *,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        correlation_id: str | None = None,
+        persistent: bool = True,
+        mandatory: bool = True,
+        expiration: str | int | None = None,
+        priority: int | None = None,
+        timeout: float | None = None,
+    ) -> str:
         """Publish and return once the broker confirmed it; returns the ``message_id``.
 
         Raises:
             PublishNacked, Unroutable, ExchangeNotFound, PublishTimeout, MessageTooLarge.
         """
         return await self.producer.publish(
-            exchange, routing_key, body, headers=headers, message_id=message_id,
-            correlation_id=correlation_id, persistent=persistent, mandatory=mandatory,
-            expiration=expiration, priority=priority, timeout=timeout)
+            exchange,
+            routing_key,
+            body,
+            headers=headers,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            persistent=persistent,
+            mandatory=mandatory,
+            expiration=expiration,
+            priority=priority,
+            timeout=timeout,
+        )
 
-    async def request(self, exchange: str, routing_key: str, body: object, *,
-                      timeout: float = 5.0, model: Any = None,
-                      headers: Mapping[str, Any] | None = None) -> Any:
+    async def request(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: object,
+        *,
+        timeout: float = 5.0,
+        model: Any = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> Any:
         """Send a request and await its reply over direct reply-to.
 
         Raises:
             RequestTimeout: no reply within ``timeout`` seconds.
         """
-        return await self.producer.request(exchange, routing_key, body, timeout=timeout,
-                                           model=model, headers=headers)
+        return await self.producer.request(
+            exchange, routing_key, body, timeout=timeout, model=model, headers=headers
+        )
 
-    async def gather(self, exchange: str, routing_key: str, body: object, *,
-                     timeout: float = 5.0, expected: int | None = None,
-                     model: Any = None) -> list[Any]:
+    async def gather(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: object,
+        *,
+        timeout: float = 5.0,
+        expected: int | None = None,
+        model: Any = None,
+    ) -> list[Any]:
         """Scatter a request to every responder; gather replies until ``expected`` or
         ``timeout``; returns what arrived."""
-        return await self.producer.gather(exchange, routing_key, body, timeout=timeout,
-                                          expected=expected, model=model)
+        return await self.producer.gather(
+            exchange, routing_key, body, timeout=timeout, expected=expected, model=model
+        )
 
 
 def _in_flight_of(consumers: list[QueueConsumer]) -> Callable[[], int]:

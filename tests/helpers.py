@@ -14,8 +14,12 @@ MANAGEMENT = "http://127.0.0.1:15672/api"
 AUTH = ("guest", "guest")
 
 
-async def wait_for(condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0,
-                   interval: float = 0.02, message: str = "condition") -> None:
+async def wait_for(
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> None:
     """Poll ``condition`` until true; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -56,8 +60,10 @@ def close_connections(vhost: str) -> int:
     closed = 0
     with httpx.Client(auth=AUTH, timeout=5) as api:
         for c in connections(vhost):
-            api.delete(f"{MANAGEMENT}/connections/{quote(c['name'])}",
-                       headers={"X-Reason": "test: forced close"})
+            api.delete(
+                f"{MANAGEMENT}/connections/{quote(c['name'])}",
+                headers={"X-Reason": "test: forced close"},
+            )
             closed += 1
     return closed
 

@@ -68,8 +68,12 @@ async def charge(order: OrderPlaced, message: Message) -> None:
     if order.card.endswith("-flaky") and message.attempt <= 2:
         raise GatewayTimeout("payment gateway did not answer within 2s")
     await asyncio.sleep(0.02)  # the gateway round trip
-    await app.publish("orders", "order.paid.card", OrderPaid(order_id=order.order_id),
-                      message_id=f"paid-{order.order_id}")
+    await app.publish(
+        "orders",
+        "order.paid.card",
+        OrderPaid(order_id=order.order_id),
+        message_id=f"paid-{order.order_id}",
+    )
     log.info("payment captured", order_id=order.order_id, amount=str(order.amount))
 
 

@@ -17,10 +17,18 @@ async def main(args: list[str]) -> int:
     pairs = list(zip(args[::2], args[1::2], strict=False)) or [("book", "3"), ("lamp", "120")]
     async with Producer() as producer:
         try:
-            quotes = await asyncio.gather(*(
-                producer.request("rpc", "pricing.quote", {"sku": sku, "quantity": int(n)},
-                                 timeout=5, model=Quote)
-                for sku, n in pairs))
+            quotes = await asyncio.gather(
+                *(
+                    producer.request(
+                        "rpc",
+                        "pricing.quote",
+                        {"sku": sku, "quantity": int(n)},
+                        timeout=5,
+                        model=Quote,
+                    )
+                    for sku, n in pairs
+                )
+            )
         except RabbitflowError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -97,8 +97,11 @@ async def connect(
             )
         target = with_heartbeat(url, heartbeat)
         if scheme == "amqps" and not tls_verify:
-            log.warning("TLS certificate verification is off (RABBITFLOW_TLS_VERIFY=false): "
-                        "the broker's identity is not checked", url=mask_url(url))
+            log.warning(
+                "TLS certificate verification is off (RABBITFLOW_TLS_VERIFY=false): "
+                "the broker's identity is not checked",
+                url=mask_url(url),
+            )
             target = without_verification(target)
         try:
             return await asyncio.wait_for(
@@ -173,8 +176,15 @@ class Link:
     unknown and they raise), never the ones after it.
     """
 
-    def __init__(self, urls: str | Sequence[str], *, name: str, timeout: float = 5.0,
-                 heartbeat: int = 15, tls_verify: bool = True) -> None:
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        *,
+        name: str,
+        timeout: float = 5.0,
+        heartbeat: int = 15,
+        tls_verify: bool = True,
+    ) -> None:
         self.urls = urls
         self.tls_verify = tls_verify
         self.name = name
@@ -205,9 +215,13 @@ class Link:
                     # Lost under us: release its resources before replacing it.
                     with contextlib.suppress(Exception):
                         await stale.close()
-                self._connection = await connect(self.urls, timeout=self.timeout,
-                                                 heartbeat=self.heartbeat, name=self.name,
-                                                 tls_verify=self.tls_verify)
+                self._connection = await connect(
+                    self.urls,
+                    timeout=self.timeout,
+                    heartbeat=self.heartbeat,
+                    name=self.name,
+                    tls_verify=self.tls_verify,
+                )
             assert self._connection is not None
             return self._connection
 

@@ -51,8 +51,9 @@ outcome is ``confirmed``, ``nacked``, ``returned`` or ``failed``."""
 class PublishTracer(Protocol):
     """Opens a producer span around a new message; `rabbitflow.tracing` implements it."""
 
-    def publishing(self, exchange: str, routing_key: str,
-                   headers: dict[str, Any]) -> AbstractContextManager[object]:
+    def publishing(
+        self, exchange: str, routing_key: str, headers: dict[str, Any]
+    ) -> AbstractContextManager[object]:
         """A span for one publish; writes its context (``traceparent``) into ``headers``."""
 
 
@@ -121,10 +122,15 @@ class Publisher:
     publishing connections, never stops a worker from acking.
     """
 
-    def __init__(self, link: Link, *, timeout: float = 10.0,
-                 max_message_size: int = 16 * 1024 * 1024,
-                 observer: PublishObserver | None = None,
-                 tracer: PublishTracer | None = None) -> None:
+    def __init__(
+        self,
+        link: Link,
+        *,
+        timeout: float = 10.0,
+        max_message_size: int = 16 * 1024 * 1024,
+        observer: PublishObserver | None = None,
+        tracer: PublishTracer | None = None,
+    ) -> None:
         self.link = link
         self.timeout = timeout
         self.max_message_size = max_message_size
@@ -143,8 +149,9 @@ class Publisher:
         async with self._lock:
             if self._raw is None or self._raw.is_closed:
                 connection = await self.link.get()
-                self._channel = await connection.channel(publisher_confirms=True,
-                                                         on_return_raises=True)
+                self._channel = await connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
                 self._raw = await self._channel.get_underlay_channel()
             return self._raw
 
@@ -179,12 +186,20 @@ class Publisher:
             BrokerUnavailable: no broker could be reached.
         """
         data, content_type = encode(body)
-        props = properties(content_type=content_type, headers=headers, message_id=message_id,
-                           correlation_id=correlation_id, reply_to=reply_to,
-                           persistent=persistent, expiration=expiration, priority=priority)
+        props = properties(
+            content_type=content_type,
+            headers=headers,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            persistent=persistent,
+            expiration=expiration,
+            priority=priority,
+        )
         if self.tracer is None:
-            await self.send(exchange, routing_key, data, props, mandatory=mandatory,
-                            timeout=timeout)
+            await self.send(
+                exchange, routing_key, data, props, mandatory=mandatory, timeout=timeout
+            )
         else:
             # Only new messages get a context of their own: retry and dead-letter copies
             # go through `send` and keep the one the original carried.
@@ -192,14 +207,22 @@ class Publisher:
             with self.tracer.publishing(exchange, routing_key, carrier):
                 if carrier:  # the span's context, when tracing is configured
                     props.headers = carrier
-                await self.send(exchange, routing_key, data, props, mandatory=mandatory,
-                                timeout=timeout)
+                await self.send(
+                    exchange, routing_key, data, props, mandatory=mandatory, timeout=timeout
+                )
         assert props.message_id is not None
         return props.message_id
 
-    async def send(self, exchange: str, routing_key: str, body: bytes,
-                   props: Basic.Properties, *, mandatory: bool = True,
-                   timeout: float | None = None) -> None:
+    async def send(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        props: Basic.Properties,
+        *,
+        mandatory: bool = True,
+        timeout: float | None = None,
+    ) -> None:
         """Publish raw bytes with given properties; the core of every publish.
 
         Raises:
@@ -208,7 +231,8 @@ class Publisher:
         if len(body) > self.max_message_size:
             raise MessageTooLarge(
                 f"message of {len(body)} bytes for exchange {exchange!r} exceeds the "
-                f"{self.max_message_size}-byte limit (RABBITFLOW_MAX_MESSAGE_SIZE)")
+                f"{self.max_message_size}-byte limit (RABBITFLOW_MAX_MESSAGE_SIZE)"
+            )
         limit = self.timeout if timeout is None else timeout
         started = time.perf_counter()
         outcome = "failed"
@@ -216,9 +240,13 @@ class Publisher:
         try:
             async with asyncio.timeout(limit):
                 raw = await self._underlay()
-                result = await raw.basic_publish(body, exchange=exchange,
-                                                 routing_key=routing_key,
-                                                 properties=props, mandatory=mandatory)
+                result = await raw.basic_publish(
+                    body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=props,
+                    mandatory=mandatory,
+                )
             if isinstance(result, spec.Basic.Nack):
                 raise aiormq.exceptions.DeliveryError(None, result)
             self._nacks_in_row = 0
@@ -235,12 +263,16 @@ class Publisher:
             if raw is not None:
                 self._nacked(raw)
             outcome = "nacked"
-            raise PublishNacked(f"the broker nacked the message to exchange {exchange!r} "
-                                f"with routing key {routing_key!r} (a full queue with "
-                                "overflow reject-publish, or a broker error)") from None
+            raise PublishNacked(
+                f"the broker nacked the message to exchange {exchange!r} "
+                f"with routing key {routing_key!r} (a full queue with "
+                "overflow reject-publish, or a broker error)"
+            ) from None
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
-            raise ExchangeNotFound(f"exchange {exchange!r} does not exist on the broker "
-                                   f"({_reply_text(exc)}); declare the topology first") from None
+            raise ExchangeNotFound(
+                f"exchange {exchange!r} does not exist on the broker "
+                f"({_reply_text(exc)}); declare the topology first"
+            ) from None
         except aiormq.exceptions.ChannelAccessRefused as exc:
             raise PublishError(f"publishing to {exchange!r} refused: {_reply_text(exc)}") from None
         except BrokerUnavailable:
@@ -259,8 +291,10 @@ class Publisher:
         if self._nacks_in_row < NACKS_BEFORE_NEW_CHANNEL or raw is not self._raw:
             return
         self._nacks_in_row = 0
-        log.warning("the broker nacks every publish on this channel; opening a new one",
-                    nacks=NACKS_BEFORE_NEW_CHANNEL)
+        log.warning(
+            "the broker nacks every publish on this channel; opening a new one",
+            nacks=NACKS_BEFORE_NEW_CHANNEL,
+        )
         channel, self._channel, self._raw = self._channel, None, None
         if channel is not None:
             task = asyncio.get_running_loop().create_task(_close_quietly(channel))
@@ -270,17 +304,27 @@ class Publisher:
     def _timeout_error(self, exchange: str, routing_key: str, limit: float) -> PublishTimeout:
         connection = self.link.current
         if connection is not None and is_blocked(connection):
-            log.warning("publish blocked by the broker (memory or disk alarm)",
-                        exchange=exchange, timeout_s=limit)
+            log.warning(
+                "publish blocked by the broker (memory or disk alarm)",
+                exchange=exchange,
+                timeout_s=limit,
+            )
             return PublishTimeout(
                 f"publishing to {exchange!r} timed out after {limit:g}s: the broker blocked "
-                "the connection (memory or disk alarm); back off and retry")
-        return PublishTimeout(f"no confirm for the message to exchange {exchange!r} with "
-                              f"routing key {routing_key!r} within {limit:g}s")
+                "the connection (memory or disk alarm); back off and retry"
+            )
+        return PublishTimeout(
+            f"no confirm for the message to exchange {exchange!r} with "
+            f"routing key {routing_key!r} within {limit:g}s"
+        )
 
-    async def publish_many(self, messages: Iterable[Outgoing] | AsyncIterable[Outgoing], *,
-                           window: int = 1000,
-                           progress: Callable[[int], None] | None = None) -> BulkResult:
+    async def publish_many(
+        self,
+        messages: Iterable[Outgoing] | AsyncIterable[Outgoing],
+        *,
+        window: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> BulkResult:
         """Publish many messages with pipelined confirms, at most ``window`` unconfirmed.
 
         Never raises for a single message: each outcome is reported in the result.
@@ -303,9 +347,14 @@ class Publisher:
                         return
                     index = next(counter)
                 try:
-                    await self.publish(item.exchange, item.routing_key, item.body,
-                                       headers=item.headers, message_id=item.message_id,
-                                       correlation_id=item.correlation_id)
+                    await self.publish(
+                        item.exchange,
+                        item.routing_key,
+                        item.body,
+                        headers=item.headers,
+                        message_id=item.message_id,
+                        correlation_id=item.correlation_id,
+                    )
                     result.confirmed.append(index)
                 except Unroutable:
                     result.returned.append(index)
@@ -332,8 +381,9 @@ class Publisher:
 
 
 async def _close_quietly(channel: AbstractChannel) -> None:
-    with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError, RuntimeError,
-                             TimeoutError):
+    with contextlib.suppress(
+        aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError
+    ):
         await asyncio.wait_for(channel.close(), 5)
 
 

@@ -58,8 +58,13 @@ def decode_reply(message: DeliveredMessage, model: Any = None) -> Any:
 class RequestClient:
     """Sends requests and collects replies on one channel of a `Link`."""
 
-    def __init__(self, link: Link, *, observer: PublishObserver | None = None,
-                 tracer: PublishTracer | None = None) -> None:
+    def __init__(
+        self,
+        link: Link,
+        *,
+        observer: PublishObserver | None = None,
+        tracer: PublishTracer | None = None,
+    ) -> None:
         self.link = link
         self.observer = observer
         self.tracer = tracer
@@ -74,8 +79,9 @@ class RequestClient:
         async with self._lock:
             if self._raw is None or self._raw.is_closed:
                 connection = await self.link.get()
-                self._channel = await connection.channel(publisher_confirms=True,
-                                                         on_return_raises=True)
+                self._channel = await connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
                 raw = await self._channel.get_underlay_channel()
                 await raw.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
                 self._raw = raw
@@ -86,12 +92,24 @@ class RequestClient:
         if waiting is not None:
             waiting.put_nowait(message)
 
-    async def _send(self, exchange: str, routing_key: str, body: object, correlation_id: str,
-                    headers: Mapping[str, Any] | None, timeout: float) -> None:
+    async def _send(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: object,
+        correlation_id: str,
+        headers: Mapping[str, Any] | None,
+        timeout: float,
+    ) -> None:
         data, content_type = encode(body)
-        props = properties(content_type=content_type, headers=headers,
-                           correlation_id=correlation_id, reply_to=REPLY_TO, persistent=False,
-                           expiration=max(int(timeout * 1000), 1))
+        props = properties(
+            content_type=content_type,
+            headers=headers,
+            correlation_id=correlation_id,
+            reply_to=REPLY_TO,
+            persistent=False,
+            expiration=max(int(timeout * 1000), 1),
+        )
         if self.tracer is None:
             await self._publish(exchange, routing_key, data, props)
             return
@@ -101,14 +119,16 @@ class RequestClient:
                 props.headers = carrier
             await self._publish(exchange, routing_key, data, props)
 
-    async def _publish(self, exchange: str, routing_key: str, data: bytes,
-                       props: Basic.Properties) -> None:
+    async def _publish(
+        self, exchange: str, routing_key: str, data: bytes, props: Basic.Properties
+    ) -> None:
         started = time.perf_counter()
         outcome = "failed"
         try:
             raw = await self._underlay()
-            result = await raw.basic_publish(data, exchange=exchange, routing_key=routing_key,
-                                             properties=props, mandatory=True)
+            result = await raw.basic_publish(
+                data, exchange=exchange, routing_key=routing_key, properties=props, mandatory=True
+            )
             if isinstance(result, Basic.Nack):
                 outcome = "nacked"
                 raise PublishNacked(f"the broker nacked the request to {exchange!r}")
@@ -127,9 +147,16 @@ class RequestClient:
             if self.observer is not None:
                 self.observer(exchange, outcome, time.perf_counter() - started)
 
-    async def request(self, exchange: str, routing_key: str, body: object, *,
-                      timeout: float = 5.0, model: Any = None,
-                      headers: Mapping[str, Any] | None = None) -> Any:
+    async def request(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: object,
+        *,
+        timeout: float = 5.0,
+        model: Any = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> Any:
         """Send a request and return its reply.
 
         The request carries an ``expiration`` equal to the timeout, so a request nobody
@@ -139,25 +166,41 @@ class RequestClient:
             RequestTimeout: no reply within ``timeout`` seconds.
             Unroutable: no queue is bound for the request.
         """
-        replies = await self._collect(exchange, routing_key, body, expected=1, timeout=timeout,
-                                      headers=headers)
+        replies = await self._collect(
+            exchange, routing_key, body, expected=1, timeout=timeout, headers=headers
+        )
         if not replies:
-            raise RequestTimeout(f"no reply from {exchange!r}/{routing_key!r} within "
-                                 f"{timeout:g}s")
+            raise RequestTimeout(f"no reply from {exchange!r}/{routing_key!r} within {timeout:g}s")
         return decode_reply(replies[0], model)
 
-    async def gather(self, exchange: str, routing_key: str, body: object, *,
-                     timeout: float = 5.0, expected: int | None = None, model: Any = None,
-                     headers: Mapping[str, Any] | None = None) -> list[Any]:
+    async def gather(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: object,
+        *,
+        timeout: float = 5.0,
+        expected: int | None = None,
+        model: Any = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> list[Any]:
         """Scatter one request to every bound responder (fanout/topic) and gather replies
         until ``expected`` arrived or ``timeout`` passed; returns what arrived, in order."""
-        replies = await self._collect(exchange, routing_key, body, expected=expected,
-                                      timeout=timeout, headers=headers)
+        replies = await self._collect(
+            exchange, routing_key, body, expected=expected, timeout=timeout, headers=headers
+        )
         return [decode_reply(r, model) for r in replies]
 
-    async def _collect(self, exchange: str, routing_key: str, body: object, *,
-                       expected: int | None, timeout: float,
-                       headers: Mapping[str, Any] | None) -> list[DeliveredMessage]:
+    async def _collect(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: object,
+        *,
+        expected: int | None,
+        timeout: float,
+        headers: Mapping[str, Any] | None,
+    ) -> list[DeliveredMessage]:
         correlation_id = uuid.uuid4().hex
         inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
         self._waiting[correlation_id] = inbox

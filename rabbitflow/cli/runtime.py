@@ -42,29 +42,67 @@ def load_app(target: str) -> Any:
 
 @main.command()
 @click.argument("target", metavar="MODULE:APP")
-@click.option("--topology", "topologies", multiple=True, type=click.Path(),
-              help="Topology file(s); replaces the one given to App.")
+@click.option(
+    "--topology",
+    "topologies",
+    multiple=True,
+    type=click.Path(),
+    help="Topology file(s); replaces the one given to App.",
+)
 @click.option("--queues", default=None, help="Run only these queues' handlers (comma-separated).")
-@click.option("--prefetch", type=click.IntRange(1, 65535), default=None,
-              help="Default prefetch for handlers that set none.")
-@click.option("--processes", type=click.IntRange(1, 256), default=1,
-              help="Worker processes under one supervisor.")
+@click.option(
+    "--prefetch",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Default prefetch for handlers that set none.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 256),
+    default=1,
+    help="Worker processes under one supervisor.",
+)
 @click.option("--no-declare", is_flag=True, help="Do not declare the topology at start.")
-@click.option("--shutdown-timeout", type=click.FloatRange(0), default=None,
-              help="Seconds in-flight handlers get to finish on SIGTERM (default 30).")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve /metrics and /healthz on this port.")
-@click.option("--exit-on-cancel", is_flag=True,
-              help="Exit non-zero when the broker cancels a consumer, instead of "
-                   "redeclaring the queue and resuming.")
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(0),
+    default=None,
+    help="Seconds in-flight handlers get to finish on SIGTERM (default 30).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve /metrics and /healthz on this port.",
+)
+@click.option(
+    "--exit-on-cancel",
+    is_flag=True,
+    help="Exit non-zero when the broker cancels a consumer, instead of "
+    "redeclaring the queue and resuming.",
+)
 @common_options
-def run(target: str, topologies: tuple[str, ...], queues: str | None, prefetch: int | None,
-        processes: int, no_declare: bool, shutdown_timeout: float | None,
-        metrics_port: int | None, exit_on_cancel: bool, url: str | None,
-        log_format: str | None) -> None:
+def run(
+    target: str,
+    topologies: tuple[str, ...],
+    queues: str | None,
+    prefetch: int | None,
+    processes: int,
+    no_declare: bool,
+    shutdown_timeout: float | None,
+    metrics_port: int | None,
+    exit_on_cancel: bool,
+    url: str | None,
+    log_format: str | None,
+) -> None:
     """Run the handlers of MODULE:APP until SIGINT or SIGTERM."""
-    settings = settings_from(url, log_format, shutdown_timeout=shutdown_timeout,
-                             metrics_port=metrics_port, prefetch=prefetch)
+    settings = settings_from(
+        url,
+        log_format,
+        shutdown_timeout=shutdown_timeout,
+        metrics_port=metrics_port,
+        prefetch=prefetch,
+    )
     _configure_logging(settings.effective_log_format, settings.log_level)
     if processes > 1:
         sys.exit(_supervise(settings, processes))
@@ -99,10 +137,17 @@ def _supervise(settings: Any, processes: int) -> int:
     children: list[Child] = []
 
     def health() -> Any:
-        return combine(((c.index, c.process.pid if c.process else None,
-                         c.restart_at is None and c.process is not None
-                         and c.process.poll() is None) for c in list(children)),
-                       shared.path)
+        return combine(
+            (
+                (
+                    c.index,
+                    c.process.pid if c.process else None,
+                    c.restart_at is None and c.process is not None and c.process.poll() is None,
+                )
+                for c in list(children)
+            ),
+            shared.path,
+        )
 
     try:
         server = serve(settings.metrics_port, shared.registry, health)
@@ -110,12 +155,19 @@ def _supervise(settings: Any, processes: int) -> int:
         shared.close()
         fail(str(exc))
     structlog.get_logger("rabbitflow.supervisor").info(
-        "serving /metrics and /healthz for all processes", port=server.port)
+        "serving /metrics and /healthz for all processes", port=server.port
+    )
     try:
         env = {**os.environ, **shared.child_env()}
         env.pop("RABBITFLOW_METRICS_PORT", None)
-        return supervise(argv, processes, shutdown_timeout=settings.shutdown_timeout,
-                         env=env, records=children, on_exit=shared.child_exited)
+        return supervise(
+            argv,
+            processes,
+            shutdown_timeout=settings.shutdown_timeout,
+            env=env,
+            records=children,
+            on_exit=shared.child_exited,
+        )
     finally:
         server.close()
         shared.close()
@@ -185,19 +237,44 @@ def _parse_headers(pairs: tuple[str, ...]) -> dict[str, object]:
 @click.argument("exchange")
 @click.argument("routing_key")
 @click.argument("body", required=False)
-@click.option("--file", "file", type=click.Path(dir_okay=False),
-              help="A JSON-lines file: one message body a line.")
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(dir_okay=False),
+    help="A JSON-lines file: one message body a line.",
+)
 @click.option("--header", "header", multiple=True, metavar="K=V", help="A header (repeatable).")
-@click.option("--count", type=click.IntRange(1), default=1,
-              help="Send the body (or the file) this many times.")
-@click.option("--rate", type=click.FloatRange(0, min_open=True), default=None,
-              help="Messages per second at most.")
-@click.option("--window", type=click.IntRange(1, 100_000), default=1000,
-              help="Unconfirmed messages in flight at most.")
+@click.option(
+    "--count",
+    type=click.IntRange(1),
+    default=1,
+    help="Send the body (or the file) this many times.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Messages per second at most.",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    help="Unconfirmed messages in flight at most.",
+)
 @common_options
-def publish(exchange: str, routing_key: str, body: str | None, file: str | None,
-            header: tuple[str, ...], count: int, rate: float | None, window: int,
-            url: str | None, log_format: str | None) -> None:
+def publish(
+    exchange: str,
+    routing_key: str,
+    body: str | None,
+    file: str | None,
+    header: tuple[str, ...],
+    count: int,
+    rate: float | None,
+    window: int,
+    url: str | None,
+    log_format: str | None,
+) -> None:
     """Publish messages with confirms and report confirmed / returned / nacked.
 
     Use "" as EXCHANGE for the default exchange (ROUTING_KEY is then a queue name).
@@ -212,8 +289,9 @@ def publish(exchange: str, routing_key: str, body: str | None, file: str | None,
     except ConfigError as exc:
         fail(str(exc))
     total = len(bodies) * count
-    summary = run_async(_publish(settings, exchange, routing_key, bodies, count, headers,
-                                 rate, window, total))
+    summary = run_async(
+        _publish(settings, exchange, routing_key, bodies, count, headers, rate, window, total)
+    )
     click.echo(summary.text)
     if not summary.ok:
         sys.exit(1)
@@ -224,16 +302,26 @@ class _Summary:
         self.ok = bool(result.ok) and len(result.confirmed) == total
         rate = total / elapsed if elapsed > 0 else 0.0
         failed = f", {len(result.failed)} failed" if result.failed else ""
-        self.text = (f"published {total} to {url}: {len(result.confirmed)} confirmed, "
-                     f"{len(result.returned)} returned, {len(result.nacked)} nacked{failed} "
-                     f"in {elapsed:.2f}s ({rate:.0f} msg/s)")
+        self.text = (
+            f"published {total} to {url}: {len(result.confirmed)} confirmed, "
+            f"{len(result.returned)} returned, {len(result.nacked)} nacked{failed} "
+            f"in {elapsed:.2f}s ({rate:.0f} msg/s)"
+        )
         if result.failed:
             self.text += "\n" + f"first failure: {next(iter(result.failed.values()))}"
 
 
-async def _publish(settings: Any, exchange: str, routing_key: str, bodies: list[object],
-                   count: int, headers: dict[str, object], rate: float | None, window: int,
-                   total: int) -> _Summary:
+async def _publish(
+    settings: Any,
+    exchange: str,
+    routing_key: str,
+    bodies: list[object],
+    count: int,
+    headers: dict[str, object],
+    rate: float | None,
+    window: int,
+    total: int,
+) -> _Summary:
     from rich.progress import Progress
 
     from rabbitflow.amqp.publish import Outgoing
@@ -260,7 +348,8 @@ async def _publish(settings: Any, exchange: str, routing_key: str, bodies: list[
         with Progress(disable=not show, transient=True) as bar:
             task = bar.add_task("publishing", total=total)
             result = await producer.publish_many(
-                paced(), window=window, progress=lambda _i: bar.advance(task))
+                paced(), window=window, progress=lambda _i: bar.advance(task)
+            )
     return _Summary(result, time.perf_counter() - started, total, mask_url(settings.urls[0]))
 
 

@@ -108,8 +108,15 @@ def expand(topology: Topology) -> Declarations:
             queues += _partition_queues(name, queue, queue.partitions)
             bindings += _partition_bindings(name, queue, queue.partitions)
         else:
-            queues.append(QueueDecl(name, queue.durable, queue.exclusive, queue.auto_delete,
-                                    queue_arguments(queue, name)))
+            queues.append(
+                QueueDecl(
+                    name,
+                    queue.durable,
+                    queue.exclusive,
+                    queue.auto_delete,
+                    queue_arguments(queue, name),
+                )
+            )
             for b in queue.bind:
                 bindings += _queue_bindings(name, b)
             for delay in retry_delays(queue):
@@ -233,15 +240,21 @@ def logical_queue(topology: Topology, physical: str) -> str:
     """
     for name, queue in topology.queues.items():
         if queue.partitions is not None and physical in partition_queue_names(
-                name, queue.partitions.count):
+            name, queue.partitions.count
+        ):
             return name
     return physical
 
 
 def _partition_exchange(name: str, partitions: Partitions) -> ExchangeDecl:
     args = {} if partitions.header is None else {"hash-header": partitions.header}
-    return ExchangeDecl(partition_exchange_name(name), ExchangeType.CONSISTENT_HASH.value,
-                        arguments=args, role=Role.PARTITION, owner=name)
+    return ExchangeDecl(
+        partition_exchange_name(name),
+        ExchangeType.CONSISTENT_HASH.value,
+        arguments=args,
+        role=Role.PARTITION,
+        owner=name,
+    )
 
 
 def _partition_queues(name: str, queue: Queue, partitions: Partitions) -> list[QueueDecl]:
@@ -251,8 +264,7 @@ def _partition_queues(name: str, queue: Queue, partitions: Partitions) -> list[Q
     args.setdefault("x-single-active-consumer", True)
     out: list[QueueDecl] = []
     for part in partition_queue_names(name, partitions.count):
-        out.append(QueueDecl(part, queue.durable, arguments=args, role=Role.PARTITION,
-                             owner=name))
+        out.append(QueueDecl(part, queue.durable, arguments=args, role=Role.PARTITION, owner=name))
         out += [_retry_queue(part, queue, delay) for delay in retry_delays(queue)]
     return out
 
@@ -260,17 +272,31 @@ def _partition_queues(name: str, queue: Queue, partitions: Partitions) -> list[Q
 def _partition_bindings(name: str, queue: Queue, partitions: Partitions) -> list[BindingDecl]:
     """Q's own bindings feed ``Q.partitions``, which spreads messages over the partitions."""
     exchange = partition_exchange_name(name)
-    feeds = [replace(b, destination=exchange, destination_type="exchange")
-             for spec in queue.bind for b in _queue_bindings(name, spec)]
+    feeds = [
+        replace(b, destination=exchange, destination_type="exchange")
+        for spec in queue.bind
+        for b in _queue_bindings(name, spec)
+    ]
     # The binding key of a consistent-hash exchange is the partition's weight: equal
     # weights give each partition an equal share of the hash space.
-    spread = [BindingDecl(exchange, part, "queue", "1", role=Role.PARTITION)
-              for part in partition_queue_names(name, partitions.count)]
+    spread = [
+        BindingDecl(exchange, part, "queue", "1", role=Role.PARTITION)
+        for part in partition_queue_names(name, partitions.count)
+    ]
     return feeds + spread
 
 
 __all__ = [
-    "BindingDecl", "Declarations", "ExchangeDecl", "ExchangeType", "QueueDecl", "Role",
-    "dead_letter_route", "expand", "logical_queue", "physical_queues", "queue_arguments",
+    "BindingDecl",
+    "Declarations",
+    "ExchangeDecl",
+    "ExchangeType",
+    "QueueDecl",
+    "Role",
+    "dead_letter_route",
+    "expand",
+    "logical_queue",
+    "physical_queues",
+    "queue_arguments",
     "retry_delays",
 ]

@@ -219,9 +219,9 @@ class Queue(_Model):
     arguments: Arguments = Field(default_factory=dict)
     bind: list[Binding] = Field(default_factory=list)
     retry: RetryPolicy | None = None
-    dead_letter: Annotated[
-        bool | DeadLetterTarget | None, BeforeValidator(_dead_letter_shape)
-    ] = None
+    dead_letter: Annotated[bool | DeadLetterTarget | None, BeforeValidator(_dead_letter_shape)] = (
+        None
+    )
     partitions: Partitions | None = None
 
     @property

@@ -253,11 +253,17 @@ def _check_partitions(q: Located[Queue]) -> Iterator[Problem]:
         return
     for option in ("exclusive", "auto_delete"):
         if getattr(queue, option):
-            yield q.problem(f"partition queues are shared by every worker; {option} "
-                            "cannot be used with partitions", option)
+            yield q.problem(
+                f"partition queues are shared by every worker; {option} "
+                "cannot be used with partitions",
+                option,
+            )
     if "single_active_consumer" in queue.model_fields_set and not queue.single_active_consumer:
-        yield q.problem("partitions always use a single active consumer per partition; "
-                        "remove single_active_consumer: false", "single_active_consumer")
+        yield q.problem(
+            "partitions always use a single active consumer per partition; "
+            "remove single_active_consumer: false",
+            "single_active_consumer",
+        )
 
 
 def _made_queues(name: str, queue: Queue) -> list[tuple[str, str]]:
@@ -275,8 +281,9 @@ def _made_queues(name: str, queue: Queue) -> list[tuple[str, str]]:
     return made
 
 
-def _check_generated_names(queues: dict[str, Located[Queue]], exchange_names: set[str],
-                           queue_names: set[str]) -> Iterator[Problem]:
+def _check_generated_names(
+    queues: dict[str, Located[Queue]], exchange_names: set[str], queue_names: set[str]
+) -> Iterator[Problem]:
     generated: dict[str, str] = {}  # generated queue name → the queue that generates it
     for name, q in queues.items():
         queue = q.value
@@ -284,13 +291,17 @@ def _check_generated_names(queues: dict[str, Located[Queue]], exchange_names: se
         if queue.dead_letters is True:
             dlx = dead_letter_exchange_name(name)
             if dlx in exchange_names:
-                yield q.problem(f"dead_letter generates exchange {dlx!r}, which is also "
-                                "declared; rename one or use dead_letter: {exchange: ...}",
-                                "dead_letter" if "dead_letter" in queue.model_fields_set
-                                else "retry")
+                yield q.problem(
+                    f"dead_letter generates exchange {dlx!r}, which is also "
+                    "declared; rename one or use dead_letter: {exchange: ...}",
+                    "dead_letter" if "dead_letter" in queue.model_fields_set else "retry",
+                )
         if queue.partitions is not None and partition_exchange_name(name) in exchange_names:
-            yield q.problem(f"partitions generates exchange {partition_exchange_name(name)!r}, "
-                            "which is also declared; rename one", "partitions")
+            yield q.problem(
+                f"partitions generates exchange {partition_exchange_name(name)!r}, "
+                "which is also declared; rename one",
+                "partitions",
+            )
         for made, option in made_queues:
             if made in queue_names:
                 at = (option,) if option in queue.model_fields_set else ()

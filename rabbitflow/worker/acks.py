@@ -25,8 +25,9 @@ class Acker:
 
     __slots__ = ("_done", "_on_error", "_outstanding", "_scheduled", "channel", "immediate")
 
-    def __init__(self, channel: Any, on_error: Callable[[BaseException], None], *,
-                 immediate: bool = False) -> None:
+    def __init__(
+        self, channel: Any, on_error: Callable[[BaseException], None], *, immediate: bool = False
+    ) -> None:
         self.channel = channel
         self.immediate = immediate
         """Ack a lone delivery at once instead of coalescing (prefetch 1: the broker
@@ -44,8 +45,7 @@ class Acker:
         """Record a success. True when the caller should ack ``tag`` itself, now (in
         `immediate` mode, when it is the only delivery outstanding)."""
         outstanding = self._outstanding
-        if (self.immediate and len(outstanding) == 1 and outstanding[0] == tag
-                and not self._done):
+        if self.immediate and len(outstanding) == 1 and outstanding[0] == tag and not self._done:
             outstanding.popleft()
             return True
         self._done[tag] = True
@@ -84,6 +84,7 @@ class Acker:
 
     def _check(self, task: asyncio.Future[Any]) -> None:
         exc = task.exception()
-        if exc is not None and isinstance(exc, aiormq.exceptions.AMQPError | RuntimeError |
-                                          ConnectionError):
+        if exc is not None and isinstance(
+            exc, aiormq.exceptions.AMQPError | RuntimeError | ConnectionError
+        ):
             self._on_error(exc)

@@ -45,8 +45,11 @@ from rabbitflow.worker.outcome import (
 
 log = structlog.get_logger("rabbitflow.worker")
 
-_CHANNEL_GONE = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError,
-                 ConnectionError)
+_CHANNEL_GONE = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+)
 COPY_FAILURE_PAUSE = 1.0
 """Seconds a delivery waits before it is requeued because its retry or dead-letter copy
 could not be confirmed: it keeps its prefetch slot, so a broken broker slows the worker
@@ -57,9 +60,11 @@ def channel_close_reason(exc: BaseException) -> str:
     """Why the broker closed a consumer's channel, with the likely fix when known."""
     text = " ".join(str(a) for a in exc.args) if exc.args else type(exc).__name__
     if "acknowledgement" in text and "timed out" in text:
-        return (f"{text}: a handler held a delivery longer than the broker's "
-                "consumer_timeout; raise consumer_timeout or make the handler faster "
-                "(the message is redelivered)")
+        return (
+            f"{text}: a handler held a delivery longer than the broker's "
+            "consumer_timeout; raise consumer_timeout or make the handler faster "
+            "(the message is redelivered)"
+        )
     return text
 
 
@@ -79,12 +84,19 @@ class Route:
 class QueueConsumer:
     """Consumes one queue with one handler on a channel of its own."""
 
-    def __init__(self, spec: HandlerSpec, route: Route, *, prefetch: int,
-                 publisher: Publisher, executor: Executor,
-                 on_cancelled: Callable[[QueueConsumer], None],
-                 observer: OutcomeObserver | None = None,
-                 tracer: DeliveryTracer | None = None,
-                 on_channel_lost: Callable[[QueueConsumer], None] | None = None) -> None:
+    def __init__(
+        self,
+        spec: HandlerSpec,
+        route: Route,
+        *,
+        prefetch: int,
+        publisher: Publisher,
+        executor: Executor,
+        on_cancelled: Callable[[QueueConsumer], None],
+        observer: OutcomeObserver | None = None,
+        tracer: DeliveryTracer | None = None,
+        on_channel_lost: Callable[[QueueConsumer], None] | None = None,
+    ) -> None:
         self.spec = spec
         self.route = route
         self.prefetch = prefetch
@@ -109,8 +121,9 @@ class QueueConsumer:
         enabled = getattr(self._log, "is_enabled_for", None)
         self._log_successes = enabled is None or bool(enabled(logging.DEBUG))
         self.store: IdempotencyStore | None = spec.options.get("idempotency")
-        self._key_of: Callable[[Message], str | None] = (
-            spec.options.get("idempotency_key") or (lambda m: m.message_id))
+        self._key_of: Callable[[Message], str | None] = spec.options.get("idempotency_key") or (
+            lambda m: m.message_id
+        )
         self._lease = max(60.0, 2 * (spec.timeout or 0))
         self.breaker: CircuitBreaker | None = spec.options.get("circuit_breaker")
         self.paused = False
@@ -202,12 +215,18 @@ class QueueConsumer:
         # The broker closes a channel (not the connection) for a channel-level error, most
         # often a delivery held longer than its consumer_timeout. The connection stays up,
         # so without this the worker would sit idle on a dead channel.
-        if self._stopping or not self.active or not isinstance(
-                exc, aiormq.exceptions.ChannelClosed):
+        if (
+            self._stopping
+            or not self.active
+            or not isinstance(exc, aiormq.exceptions.ChannelClosed)
+        ):
             return
         self.active = False
-        self._log.error("channel closed by the broker; its unacked deliveries go back to the "
-                        "queue and the consumer restarts", reason=channel_close_reason(exc))
+        self._log.error(
+            "channel closed by the broker; its unacked deliveries go back to the "
+            "queue and the consumer restarts",
+            reason=channel_close_reason(exc),
+        )
         self.on_channel_lost(self)
 
     async def stop(self, timeout: float) -> None:
@@ -231,8 +250,11 @@ class QueueConsumer:
             for task in pending:
                 task.cancel()
             if pending:
-                self._log.warning("shutdown timeout: requeueing unfinished deliveries",
-                                  count=len(pending), timeout_s=timeout)
+                self._log.warning(
+                    "shutdown timeout: requeueing unfinished deliveries",
+                    count=len(pending),
+                    timeout_s=timeout,
+                )
                 await asyncio.wait(pending, timeout=5)
         await self.close()
 
@@ -280,16 +302,24 @@ class QueueConsumer:
         props = raw.header.properties
         delivery = cast(Basic.Deliver, raw.delivery)
         return Message(
-            body=raw.body, headers=props.headers or {}, exchange=delivery.exchange,
-            routing_key=delivery.routing_key or "", queue=self.route.logical,
-            message_id=props.message_id, correlation_id=props.correlation_id,
-            reply_to=props.reply_to, content_type=props.content_type,
-            timestamp=props.timestamp, redelivered=bool(delivery.redelivered),
-            delivery_tag=tag, priority=props.priority,
+            body=raw.body,
+            headers=props.headers or {},
+            exchange=delivery.exchange,
+            routing_key=delivery.routing_key or "",
+            queue=self.route.logical,
+            message_id=props.message_id,
+            correlation_id=props.correlation_id,
+            reply_to=props.reply_to,
+            content_type=props.content_type,
+            timestamp=props.timestamp,
+            redelivered=bool(delivery.redelivered),
+            delivery_tag=tag,
+            priority=props.priority,
         )
 
-    async def _process(self, raw: DeliveredMessage, message: Message, channel: Any,
-                       tag: int) -> None:
+    async def _process(
+        self, raw: DeliveredMessage, message: Message, channel: Any, tag: int
+    ) -> None:
         props = raw.header.properties
         spec = self.spec
         started = time.perf_counter()
@@ -297,11 +327,12 @@ class QueueConsumer:
         try:
             if self.store is not None:
                 key = self._key_of(message)
-                if key is not None and not await acquire(self.store, key, lease=self._lease,
-                                                         poll_interval=0.05,
-                                                         max_wait=self._lease):
-                    self._log.info("duplicate skipped", **message_fields(message, "ack", None),
-                                   key=key)
+                if key is not None and not await acquire(
+                    self.store, key, lease=self._lease, poll_interval=0.05, max_wait=self._lease
+                ):
+                    self._log.info(
+                        "duplicate skipped", **message_fields(message, "ack", None), key=key
+                    )
                     await self._ack(channel, tag)
                     self._settled("ack", None)
                     return
@@ -314,8 +345,9 @@ class QueueConsumer:
                 await asyncio.shield(self.store.release(key))
             if not channel.is_closed:
                 await asyncio.shield(self._nack(channel, tag, requeue=True))
-            self._log.warning("handler cancelled; requeued",
-                              **message_fields(message, "requeue", elapsed))
+            self._log.warning(
+                "handler cancelled; requeued", **message_fields(message, "requeue", elapsed)
+            )
             self._settled("requeue", elapsed)
             raise
         except Exception as exc:
@@ -324,8 +356,12 @@ class QueueConsumer:
                 await self.store.release(key)
             if self.breaker is not None and not isinstance(exc, Reject | BodyDecodeError):
                 self.breaker.record_failure()
-            decision = decide(exc, attempt=message.attempt, retry=self.route.retry,
-                              dead_letters=self.route.dead_letter is not None)
+            decision = decide(
+                exc,
+                attempt=message.attempt,
+                retry=self.route.retry,
+                dead_letters=self.route.dead_letter is not None,
+            )
             await self._fail(raw, message, decision, exc, channel, tag, elapsed)
             return
         elapsed = time.perf_counter() - started
@@ -355,8 +391,9 @@ class QueueConsumer:
         # The thread runs in the delivery's context, so a sync handler's spans nest in the
         # consumer span (run_in_executor alone would drop it, unlike asyncio.to_thread).
         context = contextvars.copy_context()
-        future = asyncio.get_running_loop().run_in_executor(self.executor, context.run,
-                                                            spec.call, body, message)
+        future = asyncio.get_running_loop().run_in_executor(
+            self.executor, context.run, spec.call, body, message
+        )
         if spec.timeout is None:
             return await future
         try:
@@ -364,14 +401,26 @@ class QueueConsumer:
             # thread is left to finish on its own (documented).
             return await asyncio.wait_for(future, spec.timeout)
         except TimeoutError:
-            raise HandlerTimeout(f"handler exceeded its {spec.timeout:g}s timeout "
-                                 "(sync handler left running)") from None
+            raise HandlerTimeout(
+                f"handler exceeded its {spec.timeout:g}s timeout (sync handler left running)"
+            ) from None
 
-    async def _fail(self, raw: DeliveredMessage, message: Message, decision: Decision,
-                    error: BaseException, channel: Any, tag: int, elapsed: float) -> None:
+    async def _fail(
+        self,
+        raw: DeliveredMessage,
+        message: Message,
+        decision: Decision,
+        error: BaseException,
+        channel: Any,
+        tag: int,
+        elapsed: float,
+    ) -> None:
         if decision.action is Action.NACK:
-            self._log.error("handler failed; queue has no dead letters, nacking",
-                            **message_fields(message, "nack", elapsed), error=describe(error))
+            self._log.error(
+                "handler failed; queue has no dead letters, nacking",
+                **message_fields(message, "nack", elapsed),
+                error=describe(error),
+            )
             await self._nack(channel, tag, requeue=False)
             self._settled("nack", elapsed, error=error)
             return
@@ -390,40 +439,68 @@ class QueueConsumer:
                 await self._copy_failed(channel, tag, exc, message, error, elapsed)
                 return
         if decision.action is Action.RETRY:
-            self._log.info("handler failed; retrying", **message_fields(message, "retry", elapsed),
-                           error=describe(error), delay_ms=decision.delay_ms)
+            self._log.info(
+                "handler failed; retrying",
+                **message_fields(message, "retry", elapsed),
+                error=describe(error),
+                delay_ms=decision.delay_ms,
+            )
         else:
-            self._log.warning("handler failed; dead-lettered",
-                              **message_fields(message, "dead_letter", elapsed),
-                              error=describe(error))
+            self._log.warning(
+                "handler failed; dead-lettered",
+                **message_fields(message, "dead_letter", elapsed),
+                error=describe(error),
+            )
         await self._ack(channel, tag)
         self._settled(decision.action.value, elapsed, delay_ms=decision.delay_ms, error=error)
 
-    async def _copy_failed(self, channel: Any, tag: int, exc: Exception, message: Message,
-                           error: BaseException, elapsed: float) -> None:
-        self._log.error("could not publish the retry/dead-letter copy; requeueing",
-                        **message_fields(message, "requeue", elapsed), error=describe(error),
-                        reason=str(exc))
+    async def _copy_failed(
+        self,
+        channel: Any,
+        tag: int,
+        exc: Exception,
+        message: Message,
+        error: BaseException,
+        elapsed: float,
+    ) -> None:
+        self._log.error(
+            "could not publish the retry/dead-letter copy; requeueing",
+            **message_fields(message, "requeue", elapsed),
+            error=describe(error),
+            reason=str(exc),
+        )
         await asyncio.sleep(COPY_FAILURE_PAUSE)
         await self._nack(channel, tag, requeue=True)
         self._settled("requeue", elapsed, error=error)
 
-    async def _publish_copy(self, raw: DeliveredMessage, message: Message,
-                            decision: Decision, error: BaseException) -> None:
+    async def _publish_copy(
+        self, raw: DeliveredMessage, message: Message, decision: Decision, error: BaseException
+    ) -> None:
         props = raw.header.properties
         delivery = cast(Basic.Deliver, raw.delivery)
         retrying = decision.action is Action.RETRY
         headers = failure_headers(
-            props.headers, queue=self.route.logical,
-            attempt=message.attempt + 1 if retrying else message.attempt, error=error,
-            exchange=delivery.exchange, routing_key=delivery.routing_key or "",
-            with_traceback=not retrying)
+            props.headers,
+            queue=self.route.logical,
+            attempt=message.attempt + 1 if retrying else message.attempt,
+            error=error,
+            exchange=delivery.exchange,
+            routing_key=delivery.routing_key or "",
+            with_traceback=not retrying,
+        )
         copy = Basic.Properties(
-            content_type=props.content_type, content_encoding=props.content_encoding,
-            headers=headers, delivery_mode=props.delivery_mode, priority=props.priority,
-            correlation_id=props.correlation_id, reply_to=props.reply_to,
-            expiration=props.expiration, message_id=props.message_id,
-            timestamp=props.timestamp, message_type=props.message_type, app_id=props.app_id,
+            content_type=props.content_type,
+            content_encoding=props.content_encoding,
+            headers=headers,
+            delivery_mode=props.delivery_mode,
+            priority=props.priority,
+            correlation_id=props.correlation_id,
+            reply_to=props.reply_to,
+            expiration=props.expiration,
+            message_id=props.message_id,
+            timestamp=props.timestamp,
+            message_type=props.message_type,
+            app_id=props.app_id,
             # user_id is dropped: the broker checks it against the publishing user.
         )
         if retrying:
@@ -436,13 +513,18 @@ class QueueConsumer:
 
     async def _reply(self, message: Message, result: Any) -> None:
         body, content_type = encode(result)
-        props = Basic.Properties(content_type=content_type,
-                                 correlation_id=message.correlation_id, delivery_mode=1)
+        props = Basic.Properties(
+            content_type=content_type, correlation_id=message.correlation_id, delivery_mode=1
+        )
         try:
             await self.publisher.send("", str(message.reply_to), body, props, mandatory=False)
         except PublishError as exc:
-            self._log.warning("reply not delivered", **message_fields(message, "ack", None),
-                              reply_to=message.reply_to, reason=str(exc))
+            self._log.warning(
+                "reply not delivered",
+                **message_fields(message, "ack", None),
+                reply_to=message.reply_to,
+                reason=str(exc),
+            )
 
     async def _ack(self, channel: Any, tag: int) -> None:
         acker = self._acker
@@ -456,8 +538,7 @@ class QueueConsumer:
     def _late_ack(self, exc: BaseException, tag: int | None = None) -> None:
         # The broker requeued the message when the channel died: it will be delivered
         # again (at-least-once), so the late ack is dropped.
-        self._log.warning("late ack dropped: channel closed", delivery_tag=tag,
-                          reason=str(exc))
+        self._log.warning("late ack dropped: channel closed", delivery_tag=tag, reason=str(exc))
 
     async def _nack(self, channel: Any, tag: int, *, requeue: bool) -> None:
         acker = self._acker
@@ -468,10 +549,15 @@ class QueueConsumer:
         if acker is not None and acker.channel is channel:
             acker.settled(tag)
 
-    def _settled(self, outcome: str, seconds: float | None, *, delay_ms: int | None = None,
-                 error: BaseException | None = None) -> None:
+    def _settled(
+        self,
+        outcome: str,
+        seconds: float | None,
+        *,
+        delay_ms: int | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         if self.observer is not None:
             self.observer(self.route.logical, outcome, seconds, delay_ms=delay_ms, error=error)
         if self.tracer is not None:
             self.tracer.settled(outcome, error)
-

@@ -47,8 +47,14 @@ class HandlerSpec:
         return self.func(body, message) if self.body_first else self.func(message, body)
 
 
-def inspect_handler(func: HandlerFunc, queue: str, *, prefetch: int | None = None,
-                    timeout: float | str | None = None, **options: Any) -> HandlerSpec:
+def inspect_handler(
+    func: HandlerFunc,
+    queue: str,
+    *,
+    prefetch: int | None = None,
+    timeout: float | str | None = None,
+    **options: Any,
+) -> HandlerSpec:
     """Read a handler's signature: which parameter is the body, which the `Message`.
 
     Raises:
@@ -57,35 +63,48 @@ def inspect_handler(func: HandlerFunc, queue: str, *, prefetch: int | None = Non
     if not callable(func):
         raise HandlerError(f"handler for {queue!r} is not callable: {func!r}")
     if prefetch is not None and not 1 <= prefetch <= 65535:
-        raise HandlerError(f"handler {func.__qualname__}: prefetch must be 1..65535, "
-                           f"not {prefetch}")
+        raise HandlerError(
+            f"handler {func.__qualname__}: prefetch must be 1..65535, not {prefetch}"
+        )
     seconds = _seconds(timeout, func)
     try:
         hints = typing.get_type_hints(func)
     except Exception as exc:  # an annotation that does not resolve
         raise HandlerError(f"handler {func.__qualname__}: cannot read annotations: {exc}") from None
-    params = [p for p in inspect.signature(func).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required_other = [p for p in inspect.signature(func).parameters.values()
-                      if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    params = [
+        p
+        for p in inspect.signature(func).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    required_other = [
+        p
+        for p in inspect.signature(func).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+    ]
     if required_other or len(params) > 2:
-        raise HandlerError(f"handler {func.__qualname__} must take the body and/or a "
-                           "Message parameter, nothing else")
+        raise HandlerError(
+            f"handler {func.__qualname__} must take the body and/or a "
+            "Message parameter, nothing else"
+        )
     message_param = next((p.name for p in params if hints.get(p.name) is Message), None)
     body_params = [p for p in params if p.name != message_param]
     if len(body_params) > 1:
-        raise HandlerError(f"handler {func.__qualname__}: two body parameters "
-                           f"({', '.join(p.name for p in body_params)}); annotate one as Message")
+        raise HandlerError(
+            f"handler {func.__qualname__}: two body parameters "
+            f"({', '.join(p.name for p in body_params)}); annotate one as Message"
+        )
     decoder = None
     body_first = True
     if body_params:
         body = body_params[0]
         decoder = make_decoder(hints.get(body.name, inspect.Parameter.empty))
         body_first = params[0].name == body.name
-    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        getattr(func, "__call__", None))  # noqa: B004 - async callable objects
-    return HandlerSpec(func, queue, prefetch, seconds, is_async, decoder, message_param,
-                       body_first, options)
+    # An object whose __call__ is async is an async handler too.
+    call = getattr(type(func), "__call__", None)  # noqa: B004 - we need the method itself
+    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)
+    return HandlerSpec(
+        func, queue, prefetch, seconds, is_async, decoder, message_param, body_first, options
+    )
 
 
 def _seconds(timeout: float | str | None, func: HandlerFunc) -> float | None:

@@ -29,9 +29,20 @@ class Message:
     """
 
     __slots__ = (
-        "attempt", "body", "content_type", "correlation_id", "delivery_tag", "exchange",
-        "headers", "message_id", "priority", "queue", "redelivered", "reply_to",
-        "routing_key", "timestamp",
+        "attempt",
+        "body",
+        "content_type",
+        "correlation_id",
+        "delivery_tag",
+        "exchange",
+        "headers",
+        "message_id",
+        "priority",
+        "queue",
+        "redelivered",
+        "reply_to",
+        "routing_key",
+        "timestamp",
     )
 
     def __init__(
@@ -70,9 +81,11 @@ class Message:
             self.exchange, self.routing_key, self.attempt = exchange, routing_key, 1
 
     def __repr__(self) -> str:
-        return (f"Message(queue={self.queue!r}, message_id={self.message_id!r}, "
-                f"attempt={self.attempt}, routing_key={self.routing_key!r}, "
-                f"{len(self.body)} bytes)")
+        return (
+            f"Message(queue={self.queue!r}, message_id={self.message_id!r}, "
+            f"attempt={self.attempt}, routing_key={self.routing_key!r}, "
+            f"{len(self.body)} bytes)"
+        )
 
 
 def _as_int(value: object, default: int) -> int:

@@ -54,8 +54,9 @@ class Decision:
 ACK = Decision(Action.ACK)
 
 
-def decide(error: BaseException, *, attempt: int, retry: RetryPolicy | None,
-           dead_letters: bool) -> Decision:
+def decide(
+    error: BaseException, *, attempt: int, retry: RetryPolicy | None, dead_letters: bool
+) -> Decision:
     """Choose the action after a handler failed on attempt ``attempt`` (1-based).
 
     `Reject` and decode failures are dead-lettered at once; any other exception (a

@@ -35,8 +35,10 @@ def routes_for(topology: Topology, queue: str) -> list[Route]:
     partitions), with their failure routes."""
     declared = topology.queues[queue]
     dead_letter = dead_letter_route(queue, declared)
-    return [Route(physical, queue, declared.retry, dead_letter)
-            for physical in physical_queues(topology, queue)]
+    return [
+        Route(physical, queue, declared.retry, dead_letter)
+        for physical in physical_queues(topology, queue)
+    ]
 
 
 def default_prefetch(topology: Topology, spec: HandlerSpec, fallback: int) -> int:
@@ -45,8 +47,11 @@ def default_prefetch(topology: Topology, spec: HandlerSpec, fallback: int) -> in
     if spec.prefetch is not None:
         queue = topology.queues[spec.queue]
         if spec.prefetch > 1 and (queue.partitions or queue.single_active_consumer):
-            log.warning("prefetch > 1 on an ordered queue: deliveries may run out of order",
-                        queue=spec.queue, prefetch=spec.prefetch)
+            log.warning(
+                "prefetch > 1 on an ordered queue: deliveries may run out of order",
+                queue=spec.queue,
+                prefetch=spec.prefetch,
+            )
         return spec.prefetch
     queue = topology.queues[spec.queue]
     return 1 if queue.partitions or queue.single_active_consumer else fallback
@@ -55,28 +60,45 @@ def default_prefetch(topology: Topology, spec: HandlerSpec, fallback: int) -> in
 class Worker:
     """Runs consumers for a set of handlers until stopped, reconnecting as needed."""
 
-    def __init__(self, topology: Topology, declarations: Declarations | None,
-                 specs: Sequence[HandlerSpec], settings: Settings, publisher: Publisher, *,
-                 prefetch: int, exit_on_cancel: bool = False,
-                 observer: OutcomeObserver | None = None,
-                 tracer: DeliveryTracer | None = None) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        declarations: Declarations | None,
+        specs: Sequence[HandlerSpec],
+        settings: Settings,
+        publisher: Publisher,
+        *,
+        prefetch: int,
+        exit_on_cancel: bool = False,
+        observer: OutcomeObserver | None = None,
+        tracer: DeliveryTracer | None = None,
+    ) -> None:
         self.topology = topology
         self.declarations = declarations
         self.settings = settings
         self.exit_on_cancel = exit_on_cancel
         sync_slots = sum(s.prefetch or prefetch for s in specs if not s.is_async)
-        self.executor = ThreadPoolExecutor(max_workers=max(4, min(sync_slots, 256)),
-                                           thread_name_prefix="rabbitflow-handler")
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(4, min(sync_slots, 256)), thread_name_prefix="rabbitflow-handler"
+        )
         self.consumers = [
-            QueueConsumer(spec, route, prefetch=default_prefetch(topology, spec, prefetch),
-                          publisher=publisher,
-                          executor=self.executor, on_cancelled=self._consumer_cancelled,
-                          observer=observer, tracer=tracer,
-                          on_channel_lost=self._consumer_channel_lost)
-            for spec in specs for route in routes_for(topology, spec.queue)
+            QueueConsumer(
+                spec,
+                route,
+                prefetch=default_prefetch(topology, spec, prefetch),
+                publisher=publisher,
+                executor=self.executor,
+                on_cancelled=self._consumer_cancelled,
+                observer=observer,
+                tracer=tracer,
+                on_channel_lost=self._consumer_channel_lost,
+            )
+            for spec in specs
+            for route in routes_for(topology, spec.queue)
         ]
-        self.watchdog = LoopWatchdog({s.func.__code__: s.name for s in specs
-                                      if s.is_async and hasattr(s.func, "__code__")})
+        self.watchdog = LoopWatchdog(
+            {s.func.__code__: s.name for s in specs if s.is_async and hasattr(s.func, "__code__")}
+        )
         self.connection: AbstractConnection | None = None
         self.failed: RabbitflowError | None = None
         """Set when the worker gave up (a cancelled consumer with ``exit_on_cancel``)."""
@@ -112,8 +134,13 @@ class Worker:
 
     async def _open(self) -> None:
         s = self.settings
-        connection = await connect(s.urls, timeout=s.connect_timeout, heartbeat=s.heartbeat,
-                                   name="rabbitflow-worker", tls_verify=s.tls_verify)
+        connection = await connect(
+            s.urls,
+            timeout=s.connect_timeout,
+            heartbeat=s.heartbeat,
+            name="rabbitflow-worker",
+            tls_verify=s.tls_verify,
+        )
         try:
             connection.close_callbacks.add(self._connection_closed)
             await self._declare(connection, everything=True)
@@ -132,8 +159,7 @@ class Worker:
             return
         # Exclusive and auto-delete queues die with the connection, so they are declared
         # on every (re)connect; the rest only at start or when a queue vanished.
-        found = conflicts(await declare(connection, self.declarations,
-                                        include_worker_owned=True))
+        found = conflicts(await declare(connection, self.declarations, include_worker_owned=True))
         for conflict in found[1:]:
             log.error("topology conflicts with the broker", reason=str(conflict))
         if found:
@@ -182,11 +208,16 @@ class Worker:
                 log.info("reconnected; consumers resumed", attempts=attempt)
                 return
             except (BrokerUnavailable, ConnectionError, OSError, RabbitflowError) as exc:
-                log.info("reconnect attempt failed", attempt=attempt, retry_in_s=delay,
-                         reason=str(exc))
+                log.info(
+                    "reconnect attempt failed", attempt=attempt, retry_in_s=delay, reason=str(exc)
+                )
             except Exception as exc:  # aiormq raises assorted errors mid-handshake
-                log.info("reconnect attempt failed", attempt=attempt, retry_in_s=delay,
-                         reason=f"{type(exc).__name__}: {exc}")
+                log.info(
+                    "reconnect attempt failed",
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    reason=f"{type(exc).__name__}: {exc}",
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 
@@ -195,8 +226,10 @@ class Worker:
         broken, self._broken = self._broken, set()
         names = sorted(c.route.queue for c in cancelled)
         if cancelled and self.exit_on_cancel:
-            self.failed = RabbitflowError(f"consumer of queue(s) {', '.join(names)} cancelled "
-                                          "by the broker (queue deleted?); exiting")
+            self.failed = RabbitflowError(
+                f"consumer of queue(s) {', '.join(names)} cancelled "
+                "by the broker (queue deleted?); exiting"
+            )
             self.stopped.set()
             return
         assert self.connection is not None
@@ -208,8 +241,9 @@ class Worker:
             for consumer in restart:
                 await consumer.close()
                 await consumer.start(self.connection)
-            log.warning("consumer resumed" + (" (queue redeclared)" if cancelled else ""),
-                        queues=names)
+            log.warning(
+                "consumer resumed" + (" (queue redeclared)" if cancelled else ""), queues=names
+            )
         except Exception as exc:
             log.error("could not resume consumers", queues=names, reason=str(exc))
             self._cancelled |= cancelled
@@ -237,4 +271,3 @@ class Worker:
         await self.watchdog.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.stopped.set()
-

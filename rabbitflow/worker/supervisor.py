@@ -40,9 +40,15 @@ ExitListener = Callable[[int], None]
 """Called with the pid of a child that exited (to drop its metrics and health)."""
 
 
-def supervise(argv: Sequence[str], processes: int, *, shutdown_timeout: float,
-              env: dict[str, str] | None = None, records: list[Child] | None = None,
-              on_exit: ExitListener | None = None) -> int:
+def supervise(
+    argv: Sequence[str],
+    processes: int,
+    *,
+    shutdown_timeout: float,
+    env: dict[str, str] | None = None,
+    records: list[Child] | None = None,
+    on_exit: ExitListener | None = None,
+) -> int:
     """Run ``argv`` (a single-process ``rabbitflow run``) ``processes`` times; return the
     exit code for the parent.
 
@@ -86,8 +92,13 @@ def _spawn(child: Child, argv: Sequence[str], env: dict[str, str] | None) -> Non
     child.restart_at = None
 
 
-def _check(child: Child, argv: Sequence[str], env: dict[str, str] | None, now: float,
-           on_exit: ExitListener | None = None) -> None:
+def _check(
+    child: Child,
+    argv: Sequence[str],
+    env: dict[str, str] | None,
+    now: float,
+    on_exit: ExitListener | None = None,
+) -> None:
     process = child.process
     if child.restart_at is not None:
         if now >= child.restart_at:
@@ -99,16 +110,20 @@ def _check(child: Child, argv: Sequence[str], env: dict[str, str] | None, now: f
         return
     if now - child.started_at >= HEALTHY_AFTER:
         child.backoff = BACKOFF_MIN
-    log.error("worker process died", index=child.index, pid=process.pid,
-              exit_code=process.returncode, restart_in_s=child.backoff)
+    log.error(
+        "worker process died",
+        index=child.index,
+        pid=process.pid,
+        exit_code=process.returncode,
+        restart_in_s=child.backoff,
+    )
     if on_exit is not None:
         on_exit(process.pid)
     child.restart_at = now + child.backoff
     child.backoff = min(child.backoff * 2, BACKOFF_MAX)
 
 
-def _wait_all(children: list[Child], timeout: float,
-              on_exit: ExitListener | None = None) -> int:
+def _wait_all(children: list[Child], timeout: float, on_exit: ExitListener | None = None) -> int:
     deadline = time.monotonic() + timeout
     code = 0
     for child in children:

@@ -16,20 +16,21 @@ pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_rpc_client_gets_quotes_from_the_pricing_worker(amqp_url: str,
-                                                              monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture[str]
-                                                              ) -> None:
+async def test_rpc_client_gets_quotes_from_the_pricing_worker(
+    amqp_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     rpc.app.configure(url=amqp_url)
     async with rpc.app:
         monkeypatch.setenv("RABBITFLOW_URL", amqp_url)
         assert await rpc_client.main(["book", "3", "lamp", "120"]) == 0
-        quote = await rpc.app.request("rpc", "pricing.quote", {"sku": "chair", "quantity": 1},
-                                      model=rpc.Quote)
+        quote = await rpc.app.request(
+            "rpc", "pricing.quote", {"sku": "chair", "quantity": 1}, model=rpc.Quote
+        )
         assert quote.total == Decimal("89.00")
         with pytest.raises(RequestTimeout):  # unknown sku: rejected, so no reply comes
-            await rpc.app.request("rpc", "pricing.quote", {"sku": "nope", "quantity": 1},
-                                  timeout=0.5)
+            await rpc.app.request(
+                "rpc", "pricing.quote", {"sku": "nope", "quantity": 1}, timeout=0.5
+            )
         with pytest.raises(Unroutable):
             await rpc.app.request("rpc", "pricing.unknown", {})
     out = capsys.readouterr().out
@@ -39,8 +40,14 @@ async def test_rpc_client_gets_quotes_from_the_pricing_worker(amqp_url: str,
 
 @pytest.mark.slow
 def test_demo_shows_retries_and_dead_letters() -> None:
-    done = subprocess.run([sys.executable, "scripts/demo.py"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin"})
+    done = subprocess.run(
+        [sys.executable, "scripts/demo.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "200", "PATH": "/usr/bin"},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "processed on attempt 3" in out

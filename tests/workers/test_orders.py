@@ -10,8 +10,12 @@ import pytest
 from rabbitflow.testing import run_app
 from workers import orders
 
-ORDER = {"customer": "ada", "amount": "25.00", "card": "4111-ok",
-         "lines": [{"sku": "book", "quantity": 1}]}
+ORDER = {
+    "customer": "ada",
+    "amount": "25.00",
+    "card": "4111-ok",
+    "lines": [{"sku": "book", "quantity": 1}],
+}
 
 
 def order(order_id: str, **changes: Any) -> dict[str, Any]:
@@ -48,16 +52,19 @@ async def test_poison_orders_are_dead_lettered_at_once(memory_url: str) -> None:
         dead = await harness.dead_letters("payments.charge")
     errors = sorted(d.error or "" for d in dead)
     assert errors[0].startswith("BodyDecodeError: customer: Field required")
-    assert errors[1:] == ["Reject: amount must be positive, got 0",
-                          "Reject: card declined by the issuer"]
+    assert errors[1:] == [
+        "Reject: amount must be positive, got 0",
+        "Reject: card declined by the issuer",
+    ]
     assert harness.retried("payments.charge") == []
     assert harness.calls_of("shipping.prepare") == []
 
 
 async def test_out_of_stock_exhausts_its_retries_into_the_dead_letters(memory_url: str) -> None:
     async with run_app(orders.app, memory_url) as harness:
-        await harness.publish("orders", "order.placed",
-                              order("A-6", lines=[{"sku": "SOLD-OUT", "quantity": 1}]))
+        await harness.publish(
+            "orders", "order.placed", order("A-6", lines=[{"sku": "SOLD-OUT", "quantity": 1}])
+        )
         await harness.wait_idle()
         (dead,) = await harness.dead_letters("inventory.reserve")
     assert [c.attempt for c in harness.calls_of("inventory.reserve")] == [1, 2, 3, 4]
@@ -83,8 +90,7 @@ async def test_the_order_flow_on_rabbitmq(rabbitflow_vhost: Any) -> None:
         await harness.publish("orders", "order.placed", order("B-2", card="4000-declined"))
         await harness.wait_idle(timeout=20)
         (dead,) = await harness.dead_letters("payments.charge")
-    attempts = [c.attempt for c in harness.calls_of("payments.charge")
-                if c.body.order_id == "B-1"]
+    attempts = [c.attempt for c in harness.calls_of("payments.charge") if c.body.order_id == "B-1"]
     assert attempts == [1, 2, 3]
     assert dead.error == "Reject: card declined by the issuer"
     assert [c.body.order_id for c in harness.calls_of("shipping.prepare")] == ["B-1"]

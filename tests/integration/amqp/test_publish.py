@@ -66,8 +66,9 @@ async def producer(amqp_url: str) -> Any:
 
 
 async def test_confirmed_publish_lands_in_the_queue(producer: Producer, channel: Any) -> None:
-    message_id = await producer.publish("orders", "order.placed", {"id": 1},
-                                        headers={"tenant": "acme"})
+    message_id = await producer.publish(
+        "orders", "order.placed", {"id": 1}, headers={"tenant": "acme"}
+    )
     [m] = await drain(channel, "orders.all")
     assert m.message_id == message_id and len(message_id) == 32
     assert m.delivery_mode == 2 and m.content_type == "application/json"
@@ -102,8 +103,9 @@ async def test_drop_head_queue_drops_the_oldest(producer: Producer, channel: Any
     assert [m.body for m in await drain(channel, "lossy")] == [b"3", b"4"]
 
 
-async def test_oversized_body_raises_before_sending(producer: Producer, amqp_url: str,
-                                                    channel: Any) -> None:
+async def test_oversized_body_raises_before_sending(
+    producer: Producer, amqp_url: str, channel: Any
+) -> None:
     settings = Settings(url=amqp_url, max_message_size="1KiB")
     async with Producer(settings=settings) as producer:
         with pytest.raises(MessageTooLarge, match="exceeds the 1024-byte limit"):
@@ -115,7 +117,8 @@ async def test_oversized_body_raises_before_sending(producer: Producer, amqp_url
 async def test_bulk_publish_of_50000_is_all_confirmed(producer: Producer, channel: Any) -> None:
     started = time.perf_counter()
     result = await producer.publish_many(
-        (Outgoing("orders", "order.bulk", {"n": n}) for n in range(50_000)), window=2000)
+        (Outgoing("orders", "order.bulk", {"n": n}) for n in range(50_000)), window=2000
+    )
     elapsed = time.perf_counter() - started
     assert result.ok and len(result.confirmed) == 50_000
     assert await message_count(channel, "orders.all") == 50_000
@@ -123,11 +126,16 @@ async def test_bulk_publish_of_50000_is_all_confirmed(producer: Producer, channe
 
 
 async def test_bulk_publish_reports_each_outcome(producer: Producer) -> None:
-    result = await producer.publish_many([
-        Outgoing("orders", "order.ok", 1),
-        Outgoing("", "nowhere", 2),
-        Outgoing("", "bounded", 3), Outgoing("", "bounded", 4), Outgoing("", "bounded", 5),
-    ], window=1)
+    result = await producer.publish_many(
+        [
+            Outgoing("orders", "order.ok", 1),
+            Outgoing("", "nowhere", 2),
+            Outgoing("", "bounded", 3),
+            Outgoing("", "bounded", 4),
+            Outgoing("", "bounded", 5),
+        ],
+        window=1,
+    )
     assert result.confirmed == [0, 2, 3]
     assert result.returned == [1]
     assert result.nacked == [4]
@@ -147,6 +155,7 @@ async def test_scatter_gather_collects_from_three_responders(amqp_url: str) -> N
         def make(p: int) -> Any:
             async def quote(body: dict[str, Any]) -> dict[str, Any]:
                 return {"price": p * body["qty"]}
+
             return quote
 
         app.handler(name)(make(price))
@@ -159,16 +168,29 @@ async def test_scatter_gather_collects_from_three_responders(amqp_url: str) -> N
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rabbitflow", *args], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "rabbitflow", *args], capture_output=True, text=True, timeout=60
+    )
 
 
-async def test_cli_publish_summary_matches_the_queue(producer: Producer, amqp_url: str,
-                                                     channel: Any, tmp_path: Any) -> None:
+async def test_cli_publish_summary_matches_the_queue(
+    producer: Producer, amqp_url: str, channel: Any, tmp_path: Any
+) -> None:
     lines = tmp_path / "orders.jsonl"
     lines.write_text("\n".join(f'{{"id": {i}}}' for i in range(50)) + "\n")
-    done = cli("publish", "orders", "order.file", "--file", str(lines), "--count", "2",
-               "--header", "source=cli", "--url", amqp_url)
+    done = cli(
+        "publish",
+        "orders",
+        "order.file",
+        "--file",
+        str(lines),
+        "--count",
+        "2",
+        "--header",
+        "source=cli",
+        "--url",
+        amqp_url,
+    )
     assert done.returncode == 0, done.stderr
     assert "published 100" in done.stdout and "100 confirmed, 0 returned, 0 nacked" in done.stdout
     assert "guest:guest" not in done.stdout
@@ -186,8 +208,9 @@ async def test_cli_publish_exits_1_when_unroutable(producer: Producer, amqp_url:
 def test_cli_publish_rejects_bad_jsonl_before_sending(tmp_path: Any) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"ok": 1}\n{oops}\n')
-    done = cli("publish", "orders", "x", "--file", str(bad),
-               "--url", "amqp://guest:guest@127.0.0.1:1/")
+    done = cli(
+        "publish", "orders", "x", "--file", str(bad), "--url", "amqp://guest:guest@127.0.0.1:1/"
+    )
     assert done.returncode == 1
     assert done.stderr.strip().startswith(f"error: {bad}:2: not valid JSON")
     assert "Traceback" not in done.stderr
@@ -202,13 +225,13 @@ def test_cli_publish_with_the_broker_down_fails_fast_masked() -> None:
 
 
 @pytest.mark.disruptive
-async def test_memory_alarm_blocks_publishers_then_they_resume(amqp_url: str,
-                                                               channel: Any) -> None:
+async def test_memory_alarm_blocks_publishers_then_they_resume(amqp_url: str, channel: Any) -> None:
     """Buffering: while the broker's memory alarm is on, publishes wait then raise
     within the timeout; the consuming connection keeps acking; after the alarm clears
     publishing resumes."""
-    app = App(load_text(TOPOLOGY), url=amqp_url,
-              settings=Settings(url=amqp_url, publish_timeout=1.0))
+    app = App(
+        load_text(TOPOLOGY), url=amqp_url, settings=Settings(url=amqp_url, publish_timeout=1.0)
+    )
     handled: list[int] = []
 
     @app.handler("orders.all")

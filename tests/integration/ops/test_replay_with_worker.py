@@ -30,12 +30,14 @@ queues:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rabbitflow", *args], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "rabbitflow", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 async def test_dead_letters_of_a_worker_are_listed_replayed_and_processed(
-        amqp_url: str, channel: Any) -> None:
+    amqp_url: str, channel: Any
+) -> None:
     app = App(load_text(TOPOLOGY), url=amqp_url)
     fixed = False
     processed: list[tuple[int, int]] = []

@@ -30,24 +30,41 @@ ROOT = Path(__file__).resolve().parents[3]
 class Worker:
     """A ``rabbitflow run`` subprocess and its ledger."""
 
-    def __init__(self, tmp_path: Path, amqp_url: str, topology_text: str = TOPOLOGY,
-                 **env: str) -> None:
+    def __init__(
+        self, tmp_path: Path, amqp_url: str, topology_text: str = TOPOLOGY, **env: str
+    ) -> None:
         self.ledger = tmp_path / "ledger.txt"
         self.ledger.touch()
         self.log = tmp_path / "worker.log"
         topology = tmp_path / "topology.yaml"
         topology.write_text(topology_text)
-        self.env = {**os.environ, "TOPOLOGY": str(topology), "LEDGER": str(self.ledger),
-                    "RABBITFLOW_URL": amqp_url, "RABBITFLOW_LOG_FORMAT": "json",
-                    "PYTHONPATH": str(ROOT), **env}
+        self.env = {
+            **os.environ,
+            "TOPOLOGY": str(topology),
+            "LEDGER": str(self.ledger),
+            "RABBITFLOW_URL": amqp_url,
+            "RABBITFLOW_LOG_FORMAT": "json",
+            "PYTHONPATH": str(ROOT),
+            **env,
+        }
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         with self.log.open("ab") as log:  # a file, not a pipe: a full pipe would block it
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "rabbitflow", "run",
-                 "tests.integration.worker.apps.ledger:app", *args],
-                env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "rabbitflow",
+                    "run",
+                    "tests.integration.worker.apps.ledger:app",
+                    *args,
+                ],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         return self.process
 
     def lines(self) -> list[list[str]]:
@@ -99,7 +116,8 @@ def _dir(tmp_path: Path, n: int) -> Path:
 async def publish_ids(amqp_url: str, ids: range, queue: str = "jobs") -> None:
     async with Producer(amqp_url) as producer:
         result = await producer.publish_many(
-            (Outgoing("", queue, {"id": i}) for i in ids), window=500)
+            (Outgoing("", queue, {"id": i}) for i in ids), window=500
+        )
     assert result.ok
     assert len(result.confirmed) == len(ids)
 
@@ -111,8 +129,6 @@ async def started_consuming(vhost: str, consumers: int = 1, queue: str = "jobs")
         return await consumer_count(vhost, queue) == consumers
 
     await wait_for(ready, timeout=20, interval=0.1, message=f"{consumers} consumer(s)")
-
-
 
 
 async def consumer_count(vhost: str, queue: str = "jobs") -> int:

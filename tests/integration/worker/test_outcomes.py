@@ -51,13 +51,17 @@ async def test_success_acks_and_decodes_the_model(amqp_url: str, channel: Any) -
         got.append((order, message))
 
     async with app:
-        await app.publish("orders", "order.placed", Order(id=7), headers={"tenant": "a"},
-                          correlation_id="c-1")
+        await app.publish(
+            "orders", "order.placed", Order(id=7), headers={"tenant": "a"}, correlation_id="c-1"
+        )
         await wait_for(lambda: len(got) == 1)
     order, message = got[0]
     assert order == Order(id=7)
-    assert (message.queue, message.exchange, message.routing_key) == ("work", "orders",
-                                                                      "order.placed")
+    assert (message.queue, message.exchange, message.routing_key) == (
+        "work",
+        "orders",
+        "order.placed",
+    )
     assert message.attempt == 1
     assert message.redelivered is False
     assert message.headers == {"tenant": "a"}
@@ -141,8 +145,9 @@ async def test_reject_and_bad_bodies_dead_letter_at_once(amqp_url: str, channel:
         await wait_for(lambda: message_count(channel, "work.dlq"), timeout=5)
         await wait_for(lambda: _count_is(channel, "work.dlq", 3), timeout=5)
     assert calls == [3]
-    dead = {m.headers["x-rabbitflow-error"].split(":")[0]: m for m in
-            await drain(channel, "work.dlq")}
+    dead = {
+        m.headers["x-rabbitflow-error"].split(":")[0]: m for m in await drain(channel, "work.dlq")
+    }
     assert set(dead) == {"Reject", "BodyDecodeError"} or len(dead) == 2
     errors = sorted(m.headers["x-rabbitflow-error"] for m in dead.values())
     assert errors[-1] == "Reject: amount must be positive"
@@ -164,12 +169,15 @@ async def test_pickle_is_never_deserialized(amqp_url: str, channel: Any) -> None
 
     async with app:
         await app.producer.publisher.send(
-            "orders", "order.placed", b"\x80\x04\x95", _props("application/x-python-pickle"))
+            "orders", "order.placed", b"\x80\x04\x95", _props("application/x-python-pickle")
+        )
         await wait_for(lambda: _count_is(channel, "work.dlq", 1), timeout=5)
     assert calls == []
     [dead] = await drain(channel, "work.dlq")
-    assert "content type 'application/x-python-pickle' is not decoded" in dead.headers[
-        "x-rabbitflow-error"]
+    assert (
+        "content type 'application/x-python-pickle' is not decoded"
+        in dead.headers["x-rabbitflow-error"]
+    )
 
 
 def _props(content_type: str) -> Any:
@@ -178,8 +186,9 @@ def _props(content_type: str) -> Any:
     return properties(content_type=content_type)
 
 
-async def test_queue_without_dead_letters_nacks_without_requeue(amqp_url: str,
-                                                                channel: Any) -> None:
+async def test_queue_without_dead_letters_nacks_without_requeue(
+    amqp_url: str, channel: Any
+) -> None:
     app = make_app(amqp_url)
     calls: list[int] = []
 
@@ -196,8 +205,7 @@ async def test_queue_without_dead_letters_nacks_without_requeue(amqp_url: str,
     assert await message_count(channel, "plain") == 0
 
 
-async def test_reject_on_queue_with_dead_letters_but_no_retry(amqp_url: str,
-                                                              channel: Any) -> None:
+async def test_reject_on_queue_with_dead_letters_but_no_retry(amqp_url: str, channel: Any) -> None:
     app = make_app(amqp_url)
 
     @app.handler("reject.only")
@@ -211,8 +219,7 @@ async def test_reject_on_queue_with_dead_letters_but_no_retry(amqp_url: str,
     assert dead.headers["x-rabbitflow-attempt"] == 1
 
 
-async def test_sync_handlers_run_in_threads_and_timeouts_fail(amqp_url: str,
-                                                              channel: Any) -> None:
+async def test_sync_handlers_run_in_threads_and_timeouts_fail(amqp_url: str, channel: Any) -> None:
     app = make_app(amqp_url)
     seen: list[int] = []
 
@@ -250,13 +257,17 @@ async def test_async_timeout_counts_as_failure(amqp_url: str, channel: Any) -> N
         await app.publish("orders", "order.placed", {"id": 6})
         await wait_for(lambda: _count_is(channel, "work.dlq", 1), timeout=5)
     [dead] = await drain(channel, "work.dlq")
-    assert dead.headers["x-rabbitflow-error"] == "HandlerTimeout: handler exceeded its 0.05s timeout"
+    assert (
+        dead.headers["x-rabbitflow-error"] == "HandlerTimeout: handler exceeded its 0.05s timeout"
+    )
     assert dead.headers["x-rabbitflow-attempt"] == 4
 
 
 def test_handler_for_an_unknown_queue_is_refused_with_a_hint() -> None:
     app = App(load_text(TOPOLOGY))
-    with pytest.raises(HandlerError, match=r"no queue 'wrok' in the topology \(did you mean 'work'\?\)"):
+    with pytest.raises(
+        HandlerError, match=r"no queue 'wrok' in the topology \(did you mean 'work'\?\)"
+    ):
 
         @app.handler("wrok")
         async def handle(body: bytes) -> None: ...
@@ -270,7 +281,10 @@ async def test_request_reply_returns_the_handler_result(amqp_url: str) -> None:
         return {"total": order.amount * 2}
 
     async with app:
-        replies = await asyncio.gather(*(
-            app.request("orders", "order.quote", {"id": i, "amount": i}, timeout=10)
-            for i in range(200)))
+        replies = await asyncio.gather(
+            *(
+                app.request("orders", "order.quote", {"id": i, "amount": i}, timeout=10)
+                for i in range(200)
+            )
+        )
     assert replies == [{"total": i * 2.0} for i in range(200)]

@@ -77,18 +77,24 @@ async def test_a_failed_run_releases_the_key_for_its_retry(amqp_url: str) -> Non
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 async def test_two_processes_racing_process_each_message_once(
-        worker: Any, amqp_url: str, vhost: str, tmp_path: Path, kind: str) -> None:
+    worker: Any, amqp_url: str, vhost: str, tmp_path: Path, kind: str
+) -> None:
     """Each message is published twice; two worker processes share the queue."""
-    idem = (f"sqlite:{tmp_path / 'shared.db'}" if kind == "sqlite"
-            else "redis://127.0.0.1:6379/0")
-    w = worker(IDEMPOTENCY=idem, IDEMPOTENCY_PREFIX=f"rf-{uuid.uuid4().hex}:",
-               HANDLER_PREFETCH="10", HANDLER_SLEEP="0.01")
+    idem = f"sqlite:{tmp_path / 'shared.db'}" if kind == "sqlite" else "redis://127.0.0.1:6379/0"
+    w = worker(
+        IDEMPOTENCY=idem,
+        IDEMPOTENCY_PREFIX=f"rf-{uuid.uuid4().hex}:",
+        HANDLER_PREFETCH="10",
+        HANDLER_SLEEP="0.01",
+    )
     w.start("--processes", "2")
     await started_consuming(vhost, consumers=2)
     async with Producer(amqp_url) as producer:
         result = await producer.publish_many(
-            Outgoing("", "jobs", {"id": i}, message_id=f"m-{i}") for i in range(200)
-            for _ in range(2))
+            Outgoing("", "jobs", {"id": i}, message_id=f"m-{i}")
+            for i in range(200)
+            for _ in range(2)
+        )
     assert result.ok
     await wait_for(lambda: len(w.done()) == 200, timeout=30, interval=0.1)
     await asyncio.sleep(0.5)
@@ -112,7 +118,8 @@ queues:
 
 @pytest.mark.slow
 async def test_partitions_keep_order_per_key_across_two_processes(
-        worker: Any, amqp_url: str, vhost: str) -> None:
+    worker: Any, amqp_url: str, vhost: str
+) -> None:
     keys = [f"acct-{k}" for k in range(100)]
     topology = PARTITIONED.replace("{keys}", ", ".join(keys))
     w = worker(topology, QUEUE="accounts")
@@ -121,8 +128,12 @@ async def test_partitions_keep_order_per_key_across_two_processes(
         await started_consuming(vhost, consumers=2, queue=f"accounts.p{p}")
     async with Producer(amqp_url) as producer:
         result = await producer.publish_many(
-            (Outgoing("events", keys[i % 100], {"id": i, "key": keys[i % 100], "seq": i})
-             for i in range(10_000)), window=1000)
+            (
+                Outgoing("events", keys[i % 100], {"id": i, "key": keys[i % 100], "seq": i})
+                for i in range(10_000)
+            ),
+            window=1000,
+        )
     assert result.ok
     await wait_for(lambda: len(w.done()) == 10_000, timeout=120, interval=0.5)
     assert w.stop() == 0
@@ -145,8 +156,9 @@ queues:
 
 
 @pytest.mark.slow
-async def test_single_active_consumer_fails_over_in_order(worker: Any, amqp_url: str,
-                                                          vhost: str) -> None:
+async def test_single_active_consumer_fails_over_in_order(
+    worker: Any, amqp_url: str, vhost: str
+) -> None:
     first = worker(SAC, HANDLER_SLEEP="0.005")
     first.start()
     await started_consuming(vhost, consumers=1)
@@ -156,7 +168,8 @@ async def test_single_active_consumer_fails_over_in_order(worker: Any, amqp_url:
     await wait_for(lambda: "consumer started" in standby.output(), timeout=20, interval=0.1)
     async with Producer(amqp_url) as producer:
         result = await producer.publish_many(
-            Outgoing("", "jobs", {"id": i, "seq": i}) for i in range(600))
+            Outgoing("", "jobs", {"id": i, "seq": i}) for i in range(600)
+        )
     assert result.ok
     await wait_for(lambda: len(first.done()) >= 100, timeout=20)
     assert not standby.lines()  # the standby waits while the first is active

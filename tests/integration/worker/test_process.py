@@ -27,8 +27,10 @@ from tests.integration.worker.procs import (
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-async def test_sigterm_lets_in_flight_handlers_finish(worker: Any, amqp_url: str, vhost: str,
-                                                      channel: Any) -> None:
+
+async def test_sigterm_lets_in_flight_handlers_finish(
+    worker: Any, amqp_url: str, vhost: str, channel: Any
+) -> None:
     w = worker(HANDLER_SLEEP="1.0", HANDLER_PREFETCH="3")
     w.start("--shutdown-timeout", "5")
     await started_consuming(vhost)
@@ -42,8 +44,9 @@ async def test_sigterm_lets_in_flight_handlers_finish(worker: Any, amqp_url: str
     assert await message_count(channel, "jobs.dlq") == 0
 
 
-async def test_sigterm_beyond_the_timeout_requeues(worker: Any, amqp_url: str, vhost: str,
-                                                   channel: Any) -> None:
+async def test_sigterm_beyond_the_timeout_requeues(
+    worker: Any, amqp_url: str, vhost: str, channel: Any
+) -> None:
     w = worker(HANDLER_SLEEP="30", HANDLER_PREFETCH="2")
     w.start("--shutdown-timeout", "0.5")
     await started_consuming(vhost)
@@ -57,8 +60,9 @@ async def test_sigterm_beyond_the_timeout_requeues(worker: Any, amqp_url: str, v
     assert await message_count(channel, "jobs.dlq") == 0
 
 
-async def test_kill_9_mid_batch_loses_nothing(worker: Any, amqp_url: str, vhost: str,
-                                              channel: Any) -> None:
+async def test_kill_9_mid_batch_loses_nothing(
+    worker: Any, amqp_url: str, vhost: str, channel: Any
+) -> None:
     """kill -9 with 2,000 messages: after a restart every message is handled, and
     duplicates are at most the prefetch."""
     prefetch = 50
@@ -71,8 +75,9 @@ async def test_kill_9_mid_batch_loses_nothing(worker: Any, amqp_url: str, vhost:
     w.process.kill()
     w.process.wait()
     w.start()
-    await wait_for(lambda: len(w.done()) == 2000, timeout=60, interval=0.2,
-                   message="all 2000 handled")
+    await wait_for(
+        lambda: len(w.done()) == 2000, timeout=60, interval=0.2, message="all 2000 handled"
+    )
     assert w.stop() == 0
     done = w.done()
     duplicates = sum(n - 1 for n in done.values())
@@ -82,8 +87,9 @@ async def test_kill_9_mid_batch_loses_nothing(worker: Any, amqp_url: str, vhost:
     assert await message_count(channel, "jobs") == 0
 
 
-async def test_survives_closed_connections(worker: Any, amqp_url: str, vhost: str,
-                                           channel: Any) -> None:
+async def test_survives_closed_connections(
+    worker: Any, amqp_url: str, vhost: str, channel: Any
+) -> None:
     w = worker(HANDLER_SLEEP="0.005", HANDLER_PREFETCH="20")
     w.start()
     await started_consuming(vhost)
@@ -92,8 +98,12 @@ async def test_survives_closed_connections(worker: Any, amqp_url: str, vhost: st
     await channel.close()
     recoveries = []
     for _ in range(2):
-        await wait_for(lambda: worker_connected(vhost), timeout=20, interval=0.2,
-                       message="worker connection listed")
+        await wait_for(
+            lambda: worker_connected(vhost),
+            timeout=20,
+            interval=0.2,
+            message="worker connection listed",
+        )
         assert close_connections(vhost) >= 1
         began = time.monotonic()
         await asyncio.sleep(0.5)
@@ -145,8 +155,12 @@ async def test_supervisor_restarts_a_dead_child(worker: Any, amqp_url: str, vhos
     pids = _child_pids(w.process.pid if w.process else 0)
     assert len(pids) == 2
     os.kill(pids[0], signal.SIGKILL)
-    await wait_for(lambda: len(set(_child_pids(w.process.pid if w.process else 0)) - {pids[0]})
-                   == 2, timeout=20, interval=0.2, message="restart")
+    await wait_for(
+        lambda: len(set(_child_pids(w.process.pid if w.process else 0)) - {pids[0]}) == 2,
+        timeout=20,
+        interval=0.2,
+        message="restart",
+    )
     await started_consuming(vhost, consumers=2)
     assert w.stop() == 0
 
@@ -156,8 +170,9 @@ def _child_pids(parent: int) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
-async def test_deleted_queue_is_redeclared_and_consumed_again(worker: Any, amqp_url: str,
-                                                               vhost: str, channel: Any) -> None:
+async def test_deleted_queue_is_redeclared_and_consumed_again(
+    worker: Any, amqp_url: str, vhost: str, channel: Any
+) -> None:
     w = worker(HANDLER_PREFETCH="5")
     w.start()
     await started_consuming(vhost)
@@ -169,8 +184,9 @@ async def test_deleted_queue_is_redeclared_and_consumed_again(worker: Any, amqp_
     assert "consumer cancelled by the broker" in w.output()
 
 
-async def test_deleted_queue_with_exit_on_cancel_exits_non_zero(worker: Any, vhost: str,
-                                                                channel: Any) -> None:
+async def test_deleted_queue_with_exit_on_cancel_exits_non_zero(
+    worker: Any, vhost: str, channel: Any
+) -> None:
     w = worker(HANDLER_PREFETCH="5")
     w.start("--exit-on-cancel")
     await started_consuming(vhost)
@@ -181,7 +197,8 @@ async def test_deleted_queue_with_exit_on_cancel_exits_non_zero(worker: Any, vho
 
 
 async def test_run_refuses_a_topology_that_conflicts_with_the_broker(
-        worker: Any, vhost: str, channel: Any) -> None:
+    worker: Any, vhost: str, channel: Any
+) -> None:
     await channel.declare_queue("jobs", durable=True)  # classic; the file says quorum
     w = worker()
     w.start()

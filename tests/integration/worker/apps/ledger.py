@@ -31,8 +31,10 @@ def _store() -> Any:
 
 
 def record(body: dict[str, object], message: Message, what: str) -> None:
-    line = (f"{body['id']} {message.attempt} {int(message.redelivered)} {os.getpid()} {what} "
-            f"{body.get('key', '-')} {body.get('seq', '-')}\n")
+    line = (
+        f"{body['id']} {message.attempt} {int(message.redelivered)} {os.getpid()} {what} "
+        f"{body.get('key', '-')} {body.get('seq', '-')}\n"
+    )
     with open(LEDGER, "a") as f:  # one write per line: whole lines even under kill -9
         f.write(line)
 
