@@ -143,7 +143,7 @@ class Worker:
         )
         try:
             connection.close_callbacks.add(self._connection_closed)
-            await self._declare(connection, everything=True)
+            await self._declare(connection)
             for consumer in self.consumers:
                 await consumer.start(connection)
         except BaseException:
@@ -154,11 +154,11 @@ class Worker:
         self.connection = connection
         log.info("worker connected", consumers=len(self.consumers))
 
-    async def _declare(self, connection: AbstractConnection, *, everything: bool) -> None:
+    async def _declare(self, connection: AbstractConnection) -> None:
         if self.declarations is None:
             return
-        # Exclusive and auto-delete queues die with the connection, so they are declared
-        # on every (re)connect; the rest only at start or when a queue vanished.
+        # On every (re)connect: exclusive and auto-delete queues died with the old
+        # connection, and a queue deleted meanwhile comes back (declaring is idempotent).
         found = conflicts(await declare(connection, self.declarations, include_worker_owned=True))
         for conflict in found[1:]:
             log.error("topology conflicts with the broker", reason=str(conflict))
@@ -237,7 +237,7 @@ class Worker:
         names = sorted(c.route.queue for c in restart)
         try:
             if cancelled:
-                await self._declare(self.connection, everything=True)
+                await self._declare(self.connection)
             for consumer in restart:
                 await consumer.close()
                 await consumer.start(self.connection)
