@@ -3,12 +3,10 @@ for a web service that only publishes. `App` uses one for its own ``publish``.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
 
 from rabbitflow.amqp.connection import Link
-from rabbitflow.amqp.publish import BulkResult, Outgoing, Publisher, PublishObserver
+from rabbitflow.amqp.publish import Publisher, PublishObserver
 from rabbitflow.amqp.rpc import RequestClient
 from rabbitflow.settings import Settings
 from rabbitflow.tracing import load as load_tracing
@@ -19,6 +17,9 @@ class Producer:
 
     With ``rabbitflow[otel]`` installed, each publish carries its trace context in the
     W3C ``traceparent`` header (``RABBITFLOW_TRACING=false`` turns that off).
+
+    ``publish`` and ``publish_many`` are `Publisher`'s, ``request`` and ``gather``
+    `RequestClient`'s.
 
     Example:
         async with Producer("amqp://guest:guest@localhost/") as producer:
@@ -53,83 +54,12 @@ class Producer:
             tracer=tracer,
         )
         self.requests = RequestClient(self.link, observer=observer, tracer=tracer)
-
-    async def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: object,
-        *,
-        headers: Mapping[str, Any] | None = None,
-        message_id: str | None = None,
-        correlation_id: str | None = None,
-        persistent: bool = True,
-        mandatory: bool = True,
-        expiration: str | int | None = None,
-        priority: int | None = None,
-        timeout: float | None = None,
-    ) -> str:
-        """Publish and wait for the broker's confirm; see `Publisher.publish`."""
-        return await self.publisher.publish(
-            exchange,
-            routing_key,
-            body,
-            headers=headers,
-            message_id=message_id,
-            correlation_id=correlation_id,
-            persistent=persistent,
-            mandatory=mandatory,
-            expiration=expiration,
-            priority=priority,
-            timeout=timeout,
-        )
-
-    async def publish_many(
-        self,
-        messages: Iterable[Outgoing] | AsyncIterable[Outgoing],
-        *,
-        window: int = 1000,
-        progress: Callable[[int], None] | None = None,
-    ) -> BulkResult:
-        """Publish many with pipelined confirms; see `Publisher.publish_many`."""
-        return await self.publisher.publish_many(messages, window=window, progress=progress)
-
-    async def request(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: object,
-        *,
-        timeout: float = 5.0,
-        model: Any = None,
-        headers: Mapping[str, Any] | None = None,
-    ) -> Any:
-        """Send a request over direct reply-to and return the reply; see `RequestClient`."""
-        return await self.requests.request(
-            exchange, routing_key, body, timeout=timeout, model=model, headers=headers
-        )
-
-    async def gather(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: object,
-        *,
-        timeout: float = 5.0,
-        expected: int | None = None,
-        model: Any = None,
-        headers: Mapping[str, Any] | None = None,
-    ) -> list[Any]:
-        """Scatter a request to every responder and gather replies; see `RequestClient`."""
-        return await self.requests.gather(
-            exchange,
-            routing_key,
-            body,
-            timeout=timeout,
-            expected=expected,
-            model=model,
-            headers=headers,
-        )
+        # The producer adds a connection of its own and a lifecycle; publishing itself is
+        # the publisher's and the request client's, bound here rather than re-declared.
+        self.publish = self.publisher.publish
+        self.publish_many = self.publisher.publish_many
+        self.request = self.requests.request
+        self.gather = self.requests.gather
 
     async def close(self) -> None:
         """Close channels and the connection."""
