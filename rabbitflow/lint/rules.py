@@ -7,8 +7,10 @@ every rule, the production failure it prevents and a reference.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from rabbitflow.lint.findings import Finding, Hit, Locator, Severity
 from rabbitflow.lint.routing import (
@@ -85,6 +87,30 @@ def _owner_path(topology: Topology, q: QueueDecl) -> Path:
 
 def _declared_path(topology: Topology, q: QueueDecl) -> Path:
     return ("queues", q.name) if q.name in topology.queues else _owner_path(topology, q)
+
+
+_QUEUE_KINDS = {"queues", "all"}
+
+
+def effective_policy(topology: Topology, queue: str, queue_type: str) -> dict[str, Any]:
+    """The definition of the ``policies:`` entry that applies to ``queue``, if any.
+
+    RabbitMQ applies one policy per object: the matching one of highest priority. Read
+    through ``getattr`` so that lint works on topologies with or without ``policies:``.
+    """
+    best: tuple[int, dict[str, Any]] | None = None
+    for policy in (getattr(topology, "policies", None) or {}).values():
+        apply_to = str(getattr(policy.apply_to, "value", policy.apply_to))
+        if apply_to not in _QUEUE_KINDS and apply_to != f"{queue_type}_queues":
+            continue
+        try:
+            if re.search(str(policy.pattern), queue) is None:
+                continue
+        except re.error:
+            continue
+        if best is None or policy.priority > best[0]:
+            best = (int(policy.priority), dict(policy.definition))
+    return best[1] if best else {}
 
 
 def _has_dead_letters(queue: Queue) -> bool:
@@ -273,6 +299,9 @@ def _drop_head(ctx: Context) -> Iterator[Hit]:
     for name, queue in ctx.topology.queues.items():
         if queue.type is QueueType.STREAM or _has_dead_letters(queue):
             continue
+        policy = effective_policy(ctx.topology, name, queue.type.value)
+        if "dead-letter-exchange" in policy or policy.get("overflow", "drop-head") != "drop-head":
+            continue
         limited = queue.max_length is not None or queue.max_length_bytes is not None
         if not limited or queue.overflow not in (None, Overflow.DROP_HEAD):
             continue
@@ -303,6 +332,9 @@ def _quorum_without_limit(ctx: Context) -> Iterator[Hit]:
         if args.get("x-queue-type") != "quorum":
             continue
         if "x-delivery-limit" in args or dead_letter_exchange(args) is not None:
+            continue
+        policy = effective_policy(ctx.topology, q.name, "quorum")
+        if "delivery-limit" in policy or "dead-letter-exchange" in policy:
             continue
         generated = q.name not in ctx.topology.queues
         what = f"generated dead-letter queue {q.name!r}" if generated else f"queue {q.name!r}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -130,3 +131,23 @@ def test_example_topologies_have_only_the_warnings_docs_lint_explains() -> None:
         ("orders.yaml", "RF008"),
     ]
     assert all(f.severity is Severity.WARNING for f in findings)
+
+
+def test_a_policy_giving_the_dead_letter_queue_a_limit_silences_rf008(tmp_path: Path) -> None:
+    """With ``policies:`` (branch policies-migrate), the policy that applies counts."""
+    file = tmp_path / "q.yaml"
+    file.write_text(
+        "version: 1\nexchanges:\n  e: {type: fanout}\nqueues:\n  q:\n    type: quorum\n"
+        "    delivery_limit: 5\n    dead_letter: true\n    bind: [{exchange: e}]\n"
+    )
+    topology, locator = load_located([str(file)])
+    assert [f.rule for f in lint_topology(topology, locator)] == ["RF008"]
+    limit = SimpleNamespace(
+        pattern=r"\.dlq$", apply_to="queues", priority=1, definition={"delivery-limit": 50}
+    )
+    other = SimpleNamespace(
+        pattern=r"^q", apply_to="exchanges", priority=9, definition={"delivery-limit": 50}
+    )
+    # Topology is frozen; this stands for a topology file with a policies: section.
+    object.__setattr__(topology, "policies", {"dlq-limit": limit, "x": other})
+    assert lint_topology(topology, locator) == []
