@@ -545,3 +545,28 @@ def _retries_then_dropped(ctx: Context) -> Iterator[Hit]:
             "retry the message is dropped, with nothing left to inspect or replay",
             "dead_letter: true keeps them in a dead-letter queue",
         )
+
+
+@rule(
+    "RF016",
+    "internal-exchange-fed-by-nothing",
+    Severity.WARNING,
+    "an internal exchange no exchange-to-exchange binding feeds",
+)
+def _internal_exchange_unfed(ctx: Context) -> Iterator[Hit]:
+    fed = {b.destination for b in ctx.decls.bindings if b.destination_type == "exchange"}
+    fed |= {
+        str(e.arguments["alternate-exchange"])
+        for e in ctx.decls.exchanges
+        if "alternate-exchange" in e.arguments
+    }
+    fed |= {dlx for q in ctx.decls.queues if (dlx := dead_letter_exchange(q.arguments)) is not None}
+    for name, exchange in ctx.topology.exchanges.items():
+        if exchange.internal and name not in fed:
+            yield Hit(
+                ("exchanges", name, "internal"),
+                f"exchange {name!r} is internal, so clients cannot publish to it, and no "
+                "exchange-to-exchange binding, alternate or dead-letter route feeds it: "
+                "its queues never receive a message",
+                "add a bindings: entry with it as destination, or drop internal: true",
+            )
