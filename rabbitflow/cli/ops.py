@@ -239,6 +239,12 @@ def _show_plan(result: Plan, vhost: str, as_json: bool) -> None:
     default=None,
     help="k8s: ScaledObjects scale Deployments PREFIX-QUEUE; default: the app's module.",
 )
+@click.option(
+    "--host-env",
+    default="RABBITFLOW_URL",
+    show_default=True,
+    help="k8s: the workload's variable holding one AMQP URL, read by KEDA (hostFromEnv).",
+)
 @common_options
 @handle_errors
 def export(
@@ -252,6 +258,7 @@ def export(
     min_replicas: int,
     max_replicas: int,
     deployment_prefix: str | None,
+    host_env: str,
     url: str | None,
     log_format: str | None,
 ) -> None:
@@ -276,7 +283,7 @@ def export(
             declarations,
             k8s.Cluster(cluster, target, namespace),
             app,
-            k8s.Scaling(min_replicas, max_replicas),
+            k8s.Scaling(min_replicas, max_replicas, host_env),
             deployment_prefix or (exports.module_of(app_target) if app_target else "rabbitflow"),
             output or "-",
         )
