@@ -37,7 +37,7 @@ _ALLOWED_TAGS = {
     "tag:yaml.org,2002:seq",
     "tag:yaml.org,2002:merge",
 }
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def format_path(path: Path) -> str:
@@ -107,7 +107,19 @@ class _Reader:
         if node.tag == "tag:yaml.org,2002:timestamp":
             return node.value  # keep dates as written; no field of ours is a date
         if "${" in node.value:
+            failed = len(self.source.problems)
             expanded = self.expand(node, path)
+            if node.style is None and not expanded.strip():
+                # A plain scalar that expands to nothing would be read as null: the
+                # field would silently fall back to its default (max_length dropped).
+                if len(self.source.problems) == failed:
+                    self.fail(
+                        node,
+                        path,
+                        f"{node.value} expands to an empty value; set the variable, give a "
+                        "default, or quote it for an empty string",
+                    )
+                return None
             if node.style is None:  # a plain scalar is typed after expansion: ${N} → int
                 # PyYAML's resolver is untyped.
                 tag = self.loader.resolve(  # type: ignore[no-untyped-call]
@@ -119,22 +131,68 @@ class _Reader:
         return self.loader.construct_object(node)
 
     def expand(self, node: yaml.Node, path: Path) -> str:
-        def substitute(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            value = self.environ.get(name)
-            if value is None or (value == "" and default is not None):
-                if default is None:
-                    self.fail(
-                        node,
-                        path,
-                        f"environment variable {name} is not set "
-                        f"(set it, or write ${{{name}:-default}})",
-                    )
-                    return ""
-                return default
-            return value
+        """Expand ``${VAR}`` and ``${VAR:-default}``; a default may itself hold
+        references (``${A:-${B:-x}}``). A malformed reference is an error, never kept as
+        text: it would become a literal name."""
+        text = str(node.value)
+        try:
+            value, end = self._expand_until(text, 0, node, path, nested=False)
+        except _BadReference as exc:
+            self.fail(node, path, str(exc))
+            return ""
+        assert end == len(text)
+        return value
 
-        return _VAR.sub(substitute, str(node.value))
+    def _expand_until(
+        self, text: str, start: int, node: yaml.Node, path: Path, *, nested: bool
+    ) -> tuple[str, int]:
+        """Expand from ``start`` to the end of ``text`` or, when ``nested``, to the ``}``
+        closing a default; return the text and the index after it."""
+        out: list[str] = []
+        i = start
+        while i < len(text):
+            if nested and text[i] == "}":
+                return "".join(out), i + 1
+            if text.startswith("${", i):
+                value, i = self._reference(text, i, node, path)
+                out.append(value)
+                continue
+            out.append(text[i])
+            i += 1
+        if nested:
+            raise _BadReference(f"unterminated ${{...}} in {text!r}: a '}}' is missing")
+        return "".join(out), i
+
+    def _reference(self, text: str, start: int, node: yaml.Node, path: Path) -> tuple[str, int]:
+        m = _VAR_NAME.match(text, start + 2)
+        if m is None:
+            raise _BadReference(
+                f"invalid variable reference in {text!r}: write ${{NAME}} or "
+                "${NAME:-default} (NAME: letters, digits, _)"
+            )
+        name, i = m.group(), m.end()
+        default: str | None = None
+        if text.startswith(":-", i):
+            default, i = self._expand_until(text, i + 2, node, path, nested=True)
+        elif text.startswith("}", i):
+            i += 1
+        else:
+            raise _BadReference(
+                f"invalid variable reference in {text!r}: after ${{{name} comes '}}' "
+                "or ':-default}'"
+            )
+        value = self.environ.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                self.fail(
+                    node,
+                    path,
+                    f"environment variable {name} is not set "
+                    f"(set it, or write ${{{name}:-default}})",
+                )
+                return "", i
+            return default, i
+        return value, i
 
     def read_mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
@@ -150,7 +208,10 @@ class _Reader:
                 tag = key_node.tag.replace("tag:yaml.org,2002:", "!!")
                 self.fail(key_node, path, f"tag {tag} is not allowed in topology files")
                 continue
+            reported = len(self.source.problems)
             key = self.read_scalar(key_node, path)
+            if key is None and len(self.source.problems) > reported:
+                continue  # a bad ${...} in the key, reported already
             if key is None or isinstance(key, bool | float):
                 self.fail(key_node, path, f"key {key_node.value!r} must be a string")
                 continue
@@ -180,6 +241,10 @@ class _Reader:
                 continue
             merged.update(value)
         return merged
+
+
+class _BadReference(Exception):
+    """A ``${`` that does not start a well-formed reference."""
 
 
 class _TooLarge(Exception):
