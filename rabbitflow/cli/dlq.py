@@ -20,6 +20,7 @@ from rabbitflow.errors import ConfigError
 from rabbitflow.settings import Settings
 from rabbitflow.topology import load_topology
 from rabbitflow.topology.dead_letters import DeadLetterQueue, find_dead_letter_queue
+from rabbitflow.topology.names import name_problem, short
 
 R = TypeVar("R")
 
@@ -133,8 +134,18 @@ def purge(
 
 
 def _dead_letter_queue(queue: str, topology_files: Sequence[str]) -> DeadLetterQueue:
+    """The DLQ of ``queue``, after checking that both names can be sent."""
+    _check_queue_name(queue, "QUEUE")
     topology = load_topology(list(topology_files)) if topology_files else None
-    return find_dead_letter_queue(queue, topology)
+    target = find_dead_letter_queue(queue, topology)
+    _check_queue_name(target.name, "its dead-letter queue")
+    return target
+
+
+def _check_queue_name(name: str, what: str) -> None:
+    problem = name_problem(name, "queue")
+    if problem is not None:
+        raise ConfigError(f"{what} {short(name)}: {problem}")
 
 
 async def _with_connection(
