@@ -9,12 +9,19 @@ from typing import Any, TypeVar
 
 import click
 from aio_pika.abc import AbstractConnection
-from rich.console import Console
 from rich.table import Table
 
 from rabbitflow import dlq as dead_letters
 from rabbitflow.amqp.session import on_broker
-from rabbitflow.cli.main import common_options, fail, handle_errors, main, run_async, settings_from
+from rabbitflow.cli.main import (
+    common_options,
+    fail,
+    handle_errors,
+    main,
+    run_async,
+    settings_from,
+    table_console,
+)
 from rabbitflow.dlq_headers import parse_where
 from rabbitflow.errors import ConfigError
 from rabbitflow.settings import Settings
@@ -178,4 +185,4 @@ def _print_table(rows: Sequence[dict[str, Any]], target: DeadLetterQueue) -> Non
             row["error"] or "-",
             routed,
         )
-    Console().print(table)
+    table_console().print(table)
