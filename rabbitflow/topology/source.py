@@ -109,7 +109,8 @@ class _Reader:
         if "${" in node.value:
             failed = len(self.source.problems)
             expanded = self.expand(node, path)
-            if node.style is None and not expanded.strip():
+            plain = not node.style  # None from PyYAML, "" from libyaml
+            if plain and not expanded.strip():
                 # A plain scalar that expands to nothing would be read as null: the
                 # field would silently fall back to its default (max_length dropped).
                 if len(self.source.problems) == failed:
@@ -120,7 +121,7 @@ class _Reader:
                         "default, or quote it for an empty string",
                     )
                 return None
-            if node.style is None:  # a plain scalar is typed after expansion: ${N} → int
+            if plain:  # a plain scalar is typed after expansion: ${N} → int
                 # PyYAML's resolver is untyped.
                 tag = self.loader.resolve(  # type: ignore[no-untyped-call]
                     yaml.ScalarNode, expanded, (True, False)
@@ -256,7 +257,37 @@ class _TooDeep(_TooLarge):
     pass
 
 
-def _too_deep(text: str) -> tuple[int, int] | None:
+_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", None)
+"""libyaml's parser, when PyYAML was built with it: the same events and nodes, about ten
+times faster than the pure-Python one."""
+
+
+def _compose(text: str) -> yaml.Node | tuple[int, int] | None:
+    """The document's node graph, or where it nests too deeply.
+
+    With libyaml the document is parsed by it; a document libyaml refuses is parsed again
+    by the pure-Python parser, whose messages (and positions) are the ones reported.
+
+    Raises:
+        yaml.YAMLError: for a syntax error.
+    """
+    loaders: list[Any] = [yaml.SafeLoader] if _FAST_LOADER is None else [_FAST_LOADER]
+    if _FAST_LOADER is not None:
+        loaders.append(yaml.SafeLoader)
+    for loader in loaders:
+        try:
+            too_deep = _too_deep(text, loader)
+            if too_deep is not None:
+                return too_deep
+            node: yaml.Node | None = yaml.compose(text, Loader=loader)
+            return node
+        except yaml.YAMLError:
+            if loader is yaml.SafeLoader:
+                raise
+    raise AssertionError("unreachable: the last loader raises or returns")
+
+
+def _too_deep(text: str, loader: Any = yaml.SafeLoader) -> tuple[int, int] | None:
     """Where (line, column, from 1) nesting first exceeds `MAX_DEPTH`, from parser events.
 
     PyYAML's composer recurses once per level, so a document of ten thousand ``[`` would
@@ -264,7 +295,7 @@ def _too_deep(text: str) -> tuple[int, int] | None:
     recurse.
     """
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             mark = event.start_mark
@@ -311,18 +342,17 @@ def read_source(
         )
         return source
     try:
-        too_deep = _too_deep(text)
-        if too_deep is not None:
+        node = _compose(text)
+        if isinstance(node, tuple):
             source.problems.append(
                 Problem(
                     file,
-                    *too_deep,
+                    *node,
                     "",
                     f"document refused: nested more than {MAX_DEPTH} levels deep",
                 )
             )
             return source
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
