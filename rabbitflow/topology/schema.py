@@ -256,7 +256,8 @@ class Queue(_Model):
     single_active_consumer: bool = False
     delivery_limit: AmqpInt | None = Field(default=None, ge=0)
     max_priority: int | None = Field(default=None, ge=1, le=255)
-    max_age: PositiveDuration | None = None
+    # A stream's retention is sent as text (`x-max-age: 400D`), not as a 32-bit TTL.
+    max_age: Annotated[int, BeforeValidator(parse_duration), Field(gt=0)] | None = None
     arguments: Arguments = Field(default_factory=dict)
     bind: list[Binding] = Field(default_factory=list)
     retry: RetryPolicy | None = None

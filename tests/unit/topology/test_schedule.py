@@ -73,3 +73,17 @@ def test_expand_declares_one_delay_queue_for_a_billion_fixed_retries() -> None:
     assert names == ["jobs", "jobs.retry.5s", "jobs.dlq"]
     assert retry_delays(topology.queues["jobs"]) == [5000]
     assert time.perf_counter() - started < 2
+
+
+def test_graph_draws_a_long_capped_schedule_as_one_delay_queue() -> None:
+    from rabbitflow.render.graph import render
+
+    text = "version: 1\nqueues:\n  jobs:\n    retry: {max_retries: 10000, max_delay: 1s}\n"
+    drawing = render(expand(load_text(text)), "mermaid")
+    assert drawing.count("jobs.retry.") == 1 and "jobs.retry.1s" in drawing
+
+
+def test_a_stream_may_keep_messages_longer_than_a_ttl_can_be() -> None:
+    text = "version: 1\nqueues:\n  audit:\n    type: stream\n    max_age: 400d\n"
+    [queue] = expand(load_text(text)).queues
+    assert queue.arguments["x-max-age"] == "400D"
