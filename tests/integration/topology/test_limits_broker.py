@@ -7,10 +7,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
 
+from rabbitflow.topology.names import name_problem
 from tests.conftest import MANAGEMENT
 
 pytestmark = pytest.mark.broker
@@ -79,3 +81,14 @@ def test_an_overflowing_schedule_is_one_located_line(
         "the broker's limit of 4294967295 ms (about 49 days); set max_delay or an explicit "
         "delays: list"
     )
+
+
+@pytest.mark.parametrize("name", ["заказы", "party 🎉", "bell\a"])
+def test_the_broker_itself_accepts_names_the_client_cannot_send(vhost: str, name: str) -> None:
+    """Why validation follows the client codec, not the broker: RabbitMQ takes these."""
+    quoted = f"/{quote(vhost, safe='')}/{quote(name, safe='')}"
+    with httpx.Client(base_url=MANAGEMENT, auth=("guest", "guest"), timeout=10) as api:
+        created = api.put(f"/queues{quoted}", json={"durable": True})
+        assert created.status_code == 201
+        assert name in {q["name"] for q in api.get(f"/queues/{vhost}").json()}
+    assert name_problem(name, "queue") is not None

@@ -33,3 +33,39 @@ def test_unsendable_names_say_why(name: str, kind: str, fragment: str) -> None:
 def test_a_routing_key_may_be_any_utf8_up_to_255_bytes() -> None:
     assert name_problem("заказ.создан", "routing key") is None
     assert name_problem("e" * 127, "exchange") is None
+
+
+SAMPLES = [
+    "orders",
+    "a-b_c.d:e@f#g,h/i+j k",
+    "заказы",
+    "party 🎉",
+    "tab\tname",
+    "bell\a",
+    "semi;colon",
+    "quote'd",
+    "x" * 127,
+    "x" * 128,
+    "x" * 255,
+    "x" * 256,
+]
+
+
+@pytest.mark.parametrize("name", SAMPLES, ids=range(len(SAMPLES)))
+def test_name_problem_agrees_with_the_amqp_codec(name: str) -> None:
+    """The check accepts exactly what pamqp encodes, for queues and for exchanges."""
+    from pamqp import commands
+
+    def codec_accepts(build: object) -> bool:
+        try:
+            build()  # type: ignore[operator]  # a frame constructor
+        except ValueError:
+            return False
+        return True
+
+    queue_ok = codec_accepts(lambda: commands.Queue.Declare(queue=name)) and (
+        len(name.encode()) <= 255  # the short string itself
+    )
+    exchange_ok = codec_accepts(lambda: commands.Exchange.Declare(exchange=name))
+    assert (name_problem(name, "queue") is None) == queue_ok
+    assert (name_problem(name, "exchange") is None) == exchange_ok
