@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
@@ -21,7 +20,15 @@ from rabbitflow.amqp.session import on_broker
 from rabbitflow.amqp.status import QueueStatus, status_from_amqp, status_from_management
 from rabbitflow.cli import dlq as _dlq  # noqa: F401  (attaches the dlq group to main)
 from rabbitflow.cli import exports
-from rabbitflow.cli.main import common_options, fail, handle_errors, main, run_async, settings_from
+from rabbitflow.cli.main import (
+    common_options,
+    fail,
+    handle_errors,
+    main,
+    run_async,
+    settings_from,
+    table_console,
+)
 from rabbitflow.cli.runtime import load_app
 from rabbitflow.errors import ConfigError, ManagementUnavailable, TopologyError
 from rabbitflow.render import k8s
@@ -98,7 +105,7 @@ async def _watch_status(
             rows, note = await _collect_status(settings, topology)
             _show_status(rows, note, True)
             await asyncio.sleep(interval)
-    with Live(auto_refresh=False, console=Console()) as live:
+    with Live(auto_refresh=False, console=table_console()) as live:
         while True:
             rows, note = await _collect_status(settings, topology)
             live.update(_status_table(rows, note), refresh=True)
@@ -112,7 +119,7 @@ def _show_status(rows: Sequence[QueueStatus], note: str | None, as_json: bool) -
         for row in rows:
             click.echo(json.dumps(row.as_json()))
         return
-    Console().print(_status_table(rows, None))
+    table_console().print(_status_table(rows, None))
 
 
 def _status_table(rows: Sequence[QueueStatus], note: str | None) -> Table:
@@ -127,7 +134,9 @@ def _status_table(rows: Sequence[QueueStatus], note: str | None) -> Table:
         "retrying",
         "dead letters",
     ):
-        table.add_column(header, justify="left" if header == "queue" else "right")
+        # A name wraps on a narrow terminal rather than being cut to "notify…".
+        left = header == "queue"
+        table.add_column(header, justify="left" if left else "right", overflow="fold")
     for r in rows:
         if not r.exists:
             table.add_row(r.queue, "[red]missing[/red]", *["-"] * 6)

@@ -16,6 +16,7 @@ from rabbitflow.render.graph import Format, render
 from rabbitflow.settings import Settings
 from rabbitflow.topology import Topology, load_topology
 from rabbitflow.topology.expand import Declarations, Role, expand
+from rabbitflow.topology.loader import load_sources
 from rabbitflow.topology.schema import ExchangeBinding
 from rabbitflow.topology.source import read_source
 
@@ -32,16 +33,18 @@ def validate(files: tuple[Path, ...], url: str | None, log_format: str | None) -
 
     Never connects to a broker.
     """
+    # Each file is read once: the summaries use the documents the merge read.
+    sources = [read_source(str(f)) for f in files]
     try:
-        topology = load_topology(files)
+        topology = load_sources(sources)
     except TopologyError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         count = len(exc.problems)
         click.echo(f"{count} problem{'s' if count != 1 else ''} found", err=True)
         raise SystemExit(1) from None
-    for file in files:
-        click.echo(f"{file}: ok ({summary(file_part(topology, file))})")
+    for file, source in zip(files, sources, strict=True):
+        click.echo(f"{file}: ok ({summary(file_part(topology, source.data))})")
 
 
 @main.command("declare")
@@ -129,9 +132,8 @@ def _load_or_exit(files: Sequence[Path]) -> Topology:
         raise SystemExit(1) from None
 
 
-def file_part(topology: Topology, file: Path) -> Topology:
-    """The part of a merged topology that one file declares (for its summary line)."""
-    data = read_source(str(file)).data
+def file_part(topology: Topology, data: object) -> Topology:
+    """The part of a merged topology that one file's document declares (for its summary)."""
     if not isinstance(data, dict):
         return Topology()
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from rabbitflow.topology.schedule import distinct_delays
 from rabbitflow.topology.schema import (
     Binding,
     DeadLetterTarget,
@@ -139,7 +140,7 @@ def retry_delays(queue: Queue) -> list[int]:
     """The distinct delays (ms) a queue's retry schedule uses, in order of first use."""
     if queue.retry is None:
         return []
-    return list(dict.fromkeys(queue.retry.schedule))
+    return distinct_delays(queue.retry)
 
 
 def dead_letter_route(name: str, queue: Queue) -> tuple[str, str] | None:
