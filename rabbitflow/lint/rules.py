@@ -25,7 +25,6 @@ from rabbitflow.topology.schema import ExchangeType, Overflow, Queue, QueueType,
 from rabbitflow.topology.source import Path
 from rabbitflow.units import format_duration
 
-MAX_NAME_BYTES = 255
 """AMQP short strings: names and binding keys the broker refuses beyond this."""
 
 
@@ -407,36 +406,6 @@ def _covers(p: tuple[str, ...], q: tuple[str, ...]) -> bool:
     if head == "*":
         return _covers(p[1:], q[1:])
     return q[0] == head and _covers(p[1:], q[1:])
-
-
-@rule("RF010", "name-too-long", Severity.ERROR, "a generated name or a key over 255 bytes")
-def _name_too_long(ctx: Context) -> Iterator[Hit]:
-    for q in ctx.decls.queues:
-        if q.name not in ctx.topology.queues and len(q.name.encode()) > MAX_NAME_BYTES:
-            yield Hit(
-                _owner_path(ctx.topology, q),
-                f"generated queue name {q.name[:40]}... is {len(q.name.encode())} bytes: "
-                "RabbitMQ refuses names over 255 bytes, so declare fails",
-                "shorten the work queue's name",
-            )
-    for e in ctx.decls.exchanges:
-        if e.name not in ctx.topology.exchanges and len(e.name.encode()) > MAX_NAME_BYTES:
-            yield Hit(
-                ("queues", e.owner or e.name),
-                f"generated exchange name {e.name[:40]}... is {len(e.name.encode())} bytes: "
-                "RabbitMQ refuses names over 255 bytes",
-                "shorten the work queue's name",
-            )
-    for name, queue in ctx.topology.queues.items():
-        for i, b in enumerate(queue.bind):
-            for key in b.keys:
-                if len(key.encode()) > MAX_NAME_BYTES:
-                    yield Hit(
-                        ("queues", name, "bind", i),
-                        f"binding key {key[:40]}... is {len(key.encode())} bytes: AMQP "
-                        "routing keys are limited to 255 bytes",
-                        "shorten the key",
-                    )
 
 
 @rule(

@@ -151,3 +151,22 @@ def test_a_policy_giving_the_dead_letter_queue_a_limit_silences_rf008(tmp_path: 
     # Topology is frozen; this stands for a topology file with a policies: section.
     object.__setattr__(topology, "policies", {"dlq-limit": limit, "x": other})
     assert lint_topology(topology, locator) == []
+
+
+def test_names_over_255_bytes_fail_lint_through_validation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RF010's case: validation refuses such names (generated ones too), so lint prints
+    the located validation errors and exits 1 before any rule runs."""
+    monkeypatch.chdir(DATA)
+    result = CliRunner().invoke(main, ["lint", "invalid_names.yaml"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("invalid_names.yaml:7:5: queues.qxxx")
+    assert "queue name is 260 bytes; AMQP allows at most 255" in lines[0]
+    assert lines[1] == (
+        "invalid_names.yaml:9:42: queues.short.bind[0].routing_key: "
+        "routing key is 261 bytes; AMQP allows at most 255"
+    )
