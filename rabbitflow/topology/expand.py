@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from rabbitflow.topology.policies import PolicyDecl, policy_declarations
 from rabbitflow.topology.schema import (
     Binding,
     DeadLetterTarget,
@@ -95,6 +96,8 @@ class Declarations:
     exchanges: tuple[ExchangeDecl, ...]
     queues: tuple[QueueDecl, ...]
     bindings: tuple[BindingDecl, ...]
+    policies: tuple[PolicyDecl, ...] = ()
+    """Applied through the management API, after the objects."""
 
 
 def expand(topology: Topology) -> Declarations:
@@ -132,7 +135,9 @@ def expand(topology: Topology) -> Declarations:
         if eb.headers is not None:
             args = {"x-match": eb.match or "all", **eb.headers, **args}
         bindings.append(BindingDecl(eb.source, eb.destination, "exchange", eb.routing_key, args))
-    return Declarations(tuple(exchanges), tuple(queues), tuple(bindings))
+    return Declarations(
+        tuple(exchanges), tuple(queues), tuple(bindings), policy_declarations(topology.policies)
+    )
 
 
 def retry_delays(queue: Queue) -> list[int]:
@@ -291,6 +296,7 @@ __all__ = [
     "Declarations",
     "ExchangeDecl",
     "ExchangeType",
+    "PolicyDecl",
     "QueueDecl",
     "Role",
     "dead_letter_route",

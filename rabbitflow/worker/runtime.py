@@ -12,8 +12,10 @@ from typing import Any
 import structlog
 from aio_pika.abc import AbstractConnection
 
-from rabbitflow.amqp.connection import connect, is_open
+from rabbitflow.amqp.connection import connect, is_open, vhost_of
 from rabbitflow.amqp.declare import conflicts, declare
+from rabbitflow.amqp.management import management_client
+from rabbitflow.amqp.policies import apply_policies
 from rabbitflow.amqp.publish import Publisher
 from rabbitflow.errors import BrokerUnavailable, RabbitflowError
 from rabbitflow.settings import Settings
@@ -128,6 +130,7 @@ class Worker:
             BrokerUnavailable: when the broker cannot be reached at start (fail fast).
             DeclareConflict: when the topology conflicts with the broker.
         """
+        await self._apply_policies()
         await self._open()
         self.watchdog.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitflow-supervisor")
@@ -153,6 +156,23 @@ class Worker:
             raise
         self.connection = connection
         log.info("worker connected", consumers=len(self.consumers))
+
+    async def _apply_policies(self) -> None:
+        # Once at start, before the queues: the broker applies a policy to queues declared
+        # after it as to those before. A reconnect does not re-apply (policies are not
+        # lost with a connection).
+        if self.declarations is None or not self.declarations.policies:
+            return
+        if self.settings.urls[0].startswith("memory:"):
+            log.info("policies not applied: the in-memory broker has no management API")
+            return
+        async with management_client(self.settings) as api:
+            results = await apply_policies(
+                api, vhost_of(self.settings.urls[0]), self.declarations.policies
+            )
+        for result in results:
+            if result.status != "exists":
+                log.info("policy applied", policy=result.name, status=result.status)
 
     async def _declare(self, connection: AbstractConnection) -> None:
         if self.declarations is None:
