@@ -72,8 +72,7 @@ async def test_plan_in_sync_then_a_changed_definition_exits_2_naming_the_policy(
     result = cli("plan", str(changed))
     assert result.code == 2
     assert (
-        "differ policy 'orders-limits': definition.max-length 3 (broker) -> 5 (files)"
-        in result.out
+        "differ policy 'orders-limits': definition.max-length 3 (broker) -> 5 (files)" in result.out
     )
 
     assert cli("declare", str(changed)).code == 0

@@ -1,0 +1,226 @@
+"""``rabbitflow migrate`` against the real broker, with publishers publishing throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import pytest
+from ops_helpers import DATA, MANAGEMENT_URL, RABBITFLOW, Result
+
+from rabbitflow import App, Message, Producer
+from rabbitflow.amqp.migrate import MigrationError
+from rabbitflow.amqp.publish import BulkResult, Outgoing
+
+pytestmark = pytest.mark.broker
+
+OLD = str(DATA / "migrate_old.yaml")
+NEW = str(DATA / "migrate_new.yaml")
+
+
+def _messages(prefix: str, count: int) -> list[Outgoing]:
+    return [
+        Outgoing("orders", "order.placed", {"n": i}, headers={"x-n": i}, message_id=f"{prefix}-{i}")
+        for i in range(count)
+    ]
+
+
+async def _publish(url: str, prefix: str, count: int, window: int = 500) -> set[str]:
+    async with Producer(url) as producer:
+        result: BulkResult = await producer.publish_many(_messages(prefix, count), window=window)
+    return {f"{prefix}-{i}" for i in result.confirmed}
+
+
+async def _trickle(url: str, prefix: str, count: int, batches: int, pause: float) -> set[str]:
+    """Publish ``count`` messages with confirms in ``batches`` over the migration."""
+    confirmed: set[str] = set()
+    per = count // batches
+    async with Producer(url) as producer:
+        for b in range(batches):
+            batch = [
+                Outgoing(
+                    "orders",
+                    "order.placed",
+                    {"n": i},
+                    headers={"x-n": i},
+                    message_id=f"{prefix}-{i}",
+                )
+                for i in range(b * per, (b + 1) * per)
+            ]
+            result = await producer.publish_many(batch, window=200)
+            confirmed |= {batch[i].message_id or "" for i in result.confirmed}
+            await asyncio.sleep(pause)
+    return confirmed
+
+
+async def _drain(url: str, queue: str) -> tuple[list[str], dict[str, Any]]:
+    """Every message id in ``queue`` (consumed and acked) and one message's headers."""
+    ids: list[str] = []
+    headers: dict[str, Any] = {}
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=2000)
+        q = await channel.declare_queue(queue, passive=True)
+        expected = q.declaration_result.message_count or 0
+        async with q.iterator() as it:
+            async for message in it:
+                ids.append(message.message_id or "")
+                headers = dict(message.headers or {})
+                await message.ack()
+                if len(ids) >= expected:
+                    break
+    finally:
+        await connection.close()
+    return ids, headers
+
+
+async def _migrate(url: str, *args: str) -> asyncio.subprocess.Process:
+    env = {**os.environ, "RABBITFLOW_URL": url, "RABBITFLOW_MANAGEMENT_URL": MANAGEMENT_URL}
+    return await asyncio.create_subprocess_exec(
+        *RABBITFLOW,
+        "migrate",
+        NEW,
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _finish(proc: asyncio.subprocess.Process, timeout: float = 120) -> Result:
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return Result(proc.returncode or 0, out.decode(), err.decode())
+
+
+async def _queue_type(url: str) -> Any:
+    import httpx
+
+    vhost = url.rsplit("/", 1)[1]
+    async with httpx.AsyncClient(auth=("guest", "guest"), timeout=10) as api:
+        answer = await api.get(f"{MANAGEMENT_URL}/api/queues/{vhost}/work")
+    return answer.json()["arguments"]
+
+
+async def test_classic_to_quorum_with_a_new_max_length_loses_nothing_while_publishing(
+    cli: Callable[..., Result],
+    declare: Callable[[str], Awaitable[Any]],
+    amqp_url: str,
+) -> None:
+    await declare(OLD)
+    before = await _publish(amqp_url, "pre", 20_000)
+    assert len(before) == 20_000
+    assert cli("plan", NEW).code == 2
+
+    proc = await _migrate(amqp_url, "--yes")
+    during = await _trickle(amqp_url, "live", 5_000, batches=25, pause=0.05)
+    result = await _finish(proc)
+    assert result.code == 0, result.out + result.err
+    assert "migrate queue 'work'" in result.out
+    assert "1. declare work.migrate" in result.out
+    assert len(during) == 5_000
+
+    arguments = await _queue_type(amqp_url)
+    assert arguments["x-queue-type"] == "quorum"
+    assert arguments["x-max-length"] == 60000
+    plan = cli("plan", NEW)
+    assert plan.code == 0, plan.out
+    ids, headers = await _drain(amqp_url, "work")
+    assert before | during <= set(ids), "a confirmed message was lost"
+    assert "x-n" in headers  # headers travel with the message
+    assert len(ids) - len(set(ids)) <= 2 * 1000  # duplicates only from brief double-binding
+
+
+async def test_kill_9_at_five_random_points_then_rerun_loses_nothing(
+    cli: Callable[..., Result],
+    declare: Callable[[str], Awaitable[Any]],
+    amqp_url: str,
+) -> None:
+    await declare(OLD)
+    before = await _publish(amqp_url, "pre", 8_000)
+    publisher = asyncio.create_task(_trickle(amqp_url, "live", 2_000, batches=40, pause=0.1))
+    rng = random.Random()
+    kills = []
+    for _ in range(5):
+        proc = await _migrate(amqp_url, "--yes")
+        delay = rng.uniform(0.3, 2.5)
+        kills.append(round(delay, 2))
+        await asyncio.sleep(delay)
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)
+        await _finish(proc)
+    result = await _finish(await _migrate(amqp_url, "--yes"))
+    assert result.code == 0, f"kills at {kills}: " + result.out + result.err
+    during = await publisher
+    assert cli("plan", NEW).code == 0
+    ids, _ = await _drain(amqp_url, "work")
+    missing = (before | during) - set(ids)
+    assert not missing, f"kills at {kills}: {len(missing)} lost, e.g. {sorted(missing)[:3]}"
+    sys.stdout.write(f"kills at {kills}s; {len(ids)} messages, {len(ids) - len(set(ids))} dup\n")
+
+
+async def test_a_worker_does_not_start_on_a_queue_being_migrated(
+    declare: Callable[[str], Awaitable[Any]], amqp_url: str
+) -> None:
+    await declare(OLD)
+    await _publish(amqp_url, "pre", 100)
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        # What a migrate killed after its first step leaves.
+        await channel.declare_exchange("rabbitflow.migrating", "fanout", durable=True)
+        await channel.declare_queue(
+            "work.migrate", durable=True, arguments={"x-rabbitflow-migrating": "work"}
+        )
+    finally:
+        await connection.close()
+    app = App(topology=NEW, url=amqp_url)
+
+    @app.handler("work")
+    async def handle(body: dict[str, Any]) -> None: ...
+
+    with pytest.raises(MigrationError, match="'work' is being migrated"):
+        await app.start()
+    await app.stop()
+
+
+async def test_an_old_worker_is_refused_or_waited_for(
+    declare: Callable[[str], Awaitable[Any]], amqp_url: str, cli: Callable[..., Result]
+) -> None:
+    await declare(OLD)
+    before = await _publish(amqp_url, "pre", 200)
+    gate = asyncio.Event()
+    handled: set[str] = set()
+    app = App(topology=OLD, url=amqp_url)
+
+    @app.handler("work", prefetch=1)
+    async def handle(body: dict[str, Any], message: Message) -> None:
+        await gate.wait()  # holds one message unacked, as a busy worker does
+        handled.add(message.message_id or "")
+
+    await app.start()
+    try:
+        refused = await _finish(await _migrate(amqp_url, "--yes"))
+        assert refused.code == 1
+        assert len(refused.err.strip().splitlines()) == 1
+        assert "a rabbitflow worker of the old definition" in refused.err
+
+        waiting = await _migrate(amqp_url, "--yes", "--wait")
+        await asyncio.sleep(1.5)
+        assert waiting.returncode is None  # still waiting for the worker
+    finally:
+        gate.set()
+        await app.stop(timeout=5)
+    result = await _finish(waiting)
+    assert result.code == 0, result.out + result.err
+    assert "waiting for the consumers of work to go" in result.out
+    assert cli("plan", NEW).code == 0
+    ids, _ = await _drain(amqp_url, "work")
+    # The worker acked what it handled; the rest is all in the new queue.
+    assert before <= set(ids) | handled
