@@ -30,9 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import AbstractConnection
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 
 from rabbitflow.amqp.management import HttpManagement, JsonObject
 from rabbitflow.amqp.plan import Action, compare
@@ -451,7 +452,11 @@ class Migrator:
 
 
 class _Mover:
-    """Consumes ``source`` with a window of unconfirmed copies; ack after confirm."""
+    """Consumes ``source`` with a window of unconfirmed copies; acks each after its confirm.
+
+    Works on aiormq's channels: the delivery's properties object is published as it came
+    (every property and header kept byte for byte), with no per-message conversion.
+    """
 
     def __init__(self, connection: AbstractConnection, source: str, target: str) -> None:
         self.connection = connection
@@ -467,14 +472,23 @@ class _Mover:
         consume_ch = await self.connection.channel(publisher_confirms=False)
         publish_ch = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         try:
-            await consume_ch.set_qos(prefetch_count=MOVE_PREFETCH)
-            queue = await consume_ch.declare_queue(self.source, passive=True)
-            tag = await queue.consume(lambda m: self._received(m, publish_ch), no_ack=False)
+            raw_in = await consume_ch.get_underlay_channel()
+            raw_out = await publish_ch.get_underlay_channel()
+            await raw_in.basic_qos(prefetch_count=MOVE_PREFETCH)
+
+            async def received(message: DeliveredMessage) -> None:
+                self.in_flight += 1
+                self.settled.clear()
+                task = asyncio.create_task(self._copy(message, raw_in, raw_out))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+            ok = await raw_in.basic_consume(self.source, received, no_ack=False)
             try:
-                await self._until_drained(consume_ch)
+                await self._until_drained(raw_in)
             finally:
                 with contextlib.suppress(Exception):
-                    await queue.cancel(tag)
+                    await raw_in.basic_cancel(ok.consumer_tag or "")
                 await self._settle()
             if self.failure is not None:
                 raise MigrationError(
@@ -488,42 +502,48 @@ class _Mover:
                     with contextlib.suppress(Exception):
                         await ch.close()
 
-    async def _received(self, message: AbstractIncomingMessage, channel: AbstractChannel) -> None:
-        self.in_flight += 1
-        self.settled.clear()
-        task = asyncio.create_task(self._copy(message, channel))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _copy(self, message: AbstractIncomingMessage, channel: AbstractChannel) -> None:
+    async def _copy(
+        self,
+        message: DeliveredMessage,
+        raw_in: aiormq.abc.AbstractChannel,
+        raw_out: aiormq.abc.AbstractChannel,
+    ) -> None:
+        tag = message.delivery_tag
+        assert tag is not None
         try:
             if self.failure is None:
-                await channel.default_exchange.publish(
-                    copy_of(message), routing_key=self.target, mandatory=True, timeout=30
+                confirm = await raw_out.basic_publish(
+                    message.body,
+                    exchange="",
+                    routing_key=self.target,
+                    properties=message.header.properties,
+                    mandatory=True,
+                    timeout=30,
                 )
-                await message.ack()
+                if not isinstance(confirm, Basic.Ack):
+                    raise MigrationError(f"the broker refused the copy ({type(confirm).__name__})")
+                await raw_in.basic_ack(tag)
                 self.moved += 1
             else:
-                await message.nack(requeue=True)
+                await raw_in.basic_nack(tag, requeue=True)
         except Exception as exc:  # a nack, a return, a closed channel: keep the original
             self.failure = self.failure or exc
             with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
+                await raw_in.basic_nack(tag, requeue=True)
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self.settled.set()
 
-    async def _until_drained(self, channel: AbstractChannel) -> None:
+    async def _until_drained(self, raw: aiormq.abc.AbstractChannel) -> None:
         while self.failure is None:
             await asyncio.sleep(0.05)
             if self.in_flight:
                 continue
-            declared = await channel.declare_queue(self.source, passive=True)
-            result = declared.declaration_result
+            declared = await raw.queue_declare(self.source, passive=True)
             # Ready 0 with nothing of ours in flight: every message was moved (our own
-            # deliveries not yet settled are counted as unacked, not ready).
-            if result.message_count == 0 and self.in_flight == 0:
+            # deliveries not yet settled count as unacked, not ready).
+            if declared.message_count == 0 and self.in_flight == 0:
                 return
 
     async def _settle(self) -> None:
@@ -531,26 +551,3 @@ class _Mover:
             self.settled.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.settled.wait(), 1.0)
-
-
-def copy_of(message: AbstractIncomingMessage) -> aio_pika.Message:
-    """A new message with the body, properties and headers of ``message``.
-
-    ``user_id`` is kept only as a header (``x-rabbitflow-user-id``) when it differs from
-    ours — the broker refuses a publish whose user_id is not the connection's user.
-    """
-    return aio_pika.Message(
-        message.body,
-        headers=dict(message.headers or {}),
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=message.delivery_mode,
-        priority=message.priority,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        expiration=message.expiration,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-    )

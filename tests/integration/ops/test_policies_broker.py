@@ -57,7 +57,7 @@ async def test_declare_sets_policies_the_broker_shows_and_enforces(
     assert "exists   policy   orders-limits" in again.out
 
 
-async def test_plan_in_sync_then_a_changed_definition_exits_2_naming_the_policy(
+def test_plan_in_sync_then_a_changed_definition_exits_2_naming_the_policy(
     cli: Callable[..., Result], tmp_path: Path
 ) -> None:
     assert cli("declare", FILE).code == 0
@@ -79,7 +79,7 @@ async def test_plan_in_sync_then_a_changed_definition_exits_2_naming_the_policy(
     assert cli("plan", str(changed)).code == 0
 
 
-async def test_export_then_import_gives_back_the_policies(
+def test_export_then_import_gives_back_the_policies(
     cli: Callable[..., Result], vhost: str, tmp_path: Path
 ) -> None:
     definitions = tmp_path / "definitions.json"
@@ -102,7 +102,7 @@ async def test_export_then_import_gives_back_the_policies(
     assert cli("plan", str(yaml_out)).code == 0
 
 
-async def test_policies_without_the_management_api_are_one_clear_line(
+def test_policies_without_the_management_api_are_one_clear_line(
     cli: Callable[..., Result],
 ) -> None:
     result = cli("declare", FILE, env={"RABBITFLOW_MANAGEMENT_URL": "http://127.0.0.1:1"})
@@ -113,7 +113,7 @@ async def test_policies_without_the_management_api_are_one_clear_line(
     assert "rabbitmq-plugins enable rabbitmq_management" in lines[0]
 
 
-async def test_an_apply_to_3_10_does_not_know_is_refused_clearly(
+def test_an_apply_to_3_10_does_not_know_is_refused_clearly(
     cli: Callable[..., Result], tmp_path: Path
 ) -> None:
     newer = tmp_path / "newer.yaml"
