@@ -45,6 +45,8 @@ MARKER_EXCHANGE = "rabbitflow.migrating"
 """Exists while a migration runs in the vhost: workers check it before declaring."""
 MARKER_ARGUMENT = "x-rabbitflow-migrating"
 """On ``Q.migrate``: the queue it migrates (a queue of that name made by others is not ours)."""
+DETAILS_WAIT = 8.0
+"""Seconds allowed for the management API to list consumers AMQP already counts."""
 MOVE_PREFETCH = 1000
 """Messages in flight while moving (published, waiting for the confirm before the ack)."""
 
@@ -286,8 +288,8 @@ class Migrator:
             count = await self._consumer_count(queue)
             if count == 0:
                 return
-            body = await self.api.queue(self.vhost, queue) or {}
-            found = classify_consumers(body.get("consumer_details") or [], live)
+            # Refusing: worth a few seconds to name them; waiting: say so at once.
+            found = await self._consumers(queue, live, patient=not self.wait)
             first = str(found[0]) if found else f"{count} consumer(s)"
             more = f" and {len(found) - 1} more" if len(found) > 1 else ""
             if not self.wait:
@@ -299,6 +301,19 @@ class Migrator:
                 self.say(f"waiting for the consumers of {queue} to go: {first}{more}")
                 reported = True
             await asyncio.sleep(self.poll)
+
+    async def _consumers(
+        self, queue: str, live: QueueDecl | None, *, patient: bool
+    ) -> list[Consumer]:
+        # The management API learns of a new consumer with its next statistics round
+        # (5 s by default): give it that long to name the consumers AMQP counted.
+        for _ in range(int(DETAILS_WAIT / self.poll) + 1 if patient else 1):
+            body = await self.api.queue(self.vhost, queue) or {}
+            details = body.get("consumer_details") or []
+            if details:
+                return classify_consumers(details, live)
+            await asyncio.sleep(self.poll)
+        return []
 
     async def _consumer_count(self, queue: str) -> int:
         # AMQP's count is exact and immediate; the management API's lags by its stats interval.

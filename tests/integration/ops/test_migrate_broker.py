@@ -155,34 +155,75 @@ async def test_classic_to_quorum_with_a_new_max_length_loses_nothing_while_publi
     sys.stdout.write(f"{len(ids)} messages, {len(ids) - len(set(ids))} duplicates\n")
 
 
+async def _counts(url: str) -> dict[str, int]:
+    """Ready messages of ``work`` and ``work.migrate`` (AMQP: exact and immediate); a
+    missing queue is left out."""
+    out: dict[str, int] = {}
+    connection = await aio_pika.connect(url)
+    try:
+        for name in ("work", "work.migrate"):
+            channel = await connection.channel()
+            try:
+                q = await channel.declare_queue(name, passive=True)
+                out[name] = q.declaration_result.message_count or 0
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                pass
+    finally:
+        await connection.close()
+    return out
+
+
+async def _kill_when(
+    url: str, proc: asyncio.subprocess.Process, ready: Callable[[dict[str, int], str], bool]
+) -> str:
+    """kill -9 the migrate once ``ready(counts, queue types)`` holds (or it ended)."""
+    for _ in range(1200):
+        if proc.returncode is not None:
+            return "finished before"
+        counts, state = await _counts(url), await _state(url)
+        if ready(counts, state):
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            return f"{state} {counts}"
+        await asyncio.sleep(0.05)
+    raise AssertionError("migrate never reached the kill point")
+
+
+# Five kill points spread over the steps; each run resumes from where the last one died.
+KILL_POINTS: list[tuple[str, Callable[[dict[str, int], str], bool]]] = [
+    ("temp queue declared", lambda c, s: "work.migrate" in c),
+    ("moving out", lambda c, s: c.get("work.migrate", 0) > 1000 and "work:classic" in s),
+    ("old queue deleted", lambda c, s: "work:classic" not in s),
+    ("moving back", lambda c, s: "work:quorum" in s and c.get("work", 0) > 500),
+    ("moved back, temp not yet deleted", lambda c, s: c.get("work.migrate", 1) == 0),
+]
+
+
 @pytest.mark.timeout(400)
-async def test_kill_9_at_five_random_points_then_rerun_loses_nothing(
+async def test_kill_9_at_five_points_then_rerun_loses_nothing(
     cli: Callable[..., Result],
     declare: Callable[[str], Awaitable[Any]],
     amqp_url: str,
 ) -> None:
     await declare(OLD)
     before = await _publish(amqp_url, "pre", 6_000)
-    publisher = asyncio.create_task(_trickle(amqp_url, "live", 1_500, batches=30, pause=0.2))
+    publisher = asyncio.create_task(_trickle(amqp_url, "live", 1_500, batches=30, pause=0.3))
     rng = random.Random()
-    kills: list[tuple[float, str]] = []
-    for _ in range(5):
+    kills: list[str] = []
+    for label, ready in KILL_POINTS:
         proc = await _migrate(amqp_url, "--yes")
-        delay = rng.uniform(0.5, 6.0)
-        await asyncio.sleep(delay)
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGKILL)
+        await asyncio.sleep(rng.uniform(0, 0.3))
+        kills.append(f"{label}: {await _kill_when(amqp_url, proc, ready)}")
         await _finish(proc)
-        kills.append((round(delay, 2), await _state(amqp_url)))
     result = await _finish(await _migrate(amqp_url, "--yes"))
-    assert result.code == 0, f"kills at {kills}: " + result.out + result.err
+    assert result.code == 0, f"kills {kills}: " + result.out + result.err
     during = await publisher
     assert cli("plan", NEW).code == 0
     ids, _ = await _drain(amqp_url, "work")
     missing = (before | during) - set(ids)
-    assert not missing, f"kills at {kills}: {len(missing)} lost, e.g. {sorted(missing)[:3]}"
+    assert not missing, f"kills {kills}: {len(missing)} lost, e.g. {sorted(missing)[:3]}"
     dup = len(ids) - len(set(ids))
-    sys.stdout.write(f"kills (s, state left) {kills}; {len(ids)} messages, {dup} duplicates\n")
+    sys.stdout.write(f"kills {kills}; {len(ids)} messages, {dup} duplicates\n")
 
 
 async def test_a_worker_does_not_start_on_a_queue_being_migrated(
@@ -232,14 +273,21 @@ async def test_an_old_worker_is_refused_or_waited_for(
         assert "a rabbitflow worker of the old definition" in refused.err
 
         waiting = await _migrate(amqp_url, "--yes", "--wait")
-        await asyncio.sleep(1.5)
+        assert waiting.stdout is not None
+        seen = ""
+        while "waiting for the consumers of work to go" not in seen:
+            line = await asyncio.wait_for(waiting.stdout.readline(), 60)
+            assert line, "migrate --wait ended without waiting"
+            seen += line.decode()
+        assert "a rabbitflow worker of the old definition" in seen or "consumer" in seen
+        await asyncio.sleep(0.5)
         assert waiting.returncode is None  # still waiting for the worker
     finally:
         gate.set()
         await app.stop(timeout=5)
     result = await _finish(waiting)
     assert result.code == 0, result.out + result.err
-    assert "waiting for the consumers of work to go" in result.out
+    assert "migrated work" in result.out
     assert cli("plan", NEW).code == 0
     ids, _ = await _drain(amqp_url, "work")
     # The worker acked what it handled; the rest is all in the new queue.
