@@ -311,8 +311,8 @@ def _export_definitions(
     if output != "-":
         click.echo(
             f"wrote {len(document['exchanges'])} exchanges, {len(document['queues'])} "
-            f"queues, {len(document['bindings'])} bindings for vhost {target!r} "
-            f"to {output}"
+            f"queues, {len(document['bindings'])} bindings, {len(document['policies'])} "
+            f"policies for vhost {target!r} to {output}"
         )
     if skipped:
         click.echo(f"left out (declared by workers): {', '.join(skipped)}", err=True)

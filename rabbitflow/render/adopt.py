@@ -21,6 +21,7 @@ from rabbitflow.topology.expand import (
     BindingDecl,
     Declarations,
     ExchangeDecl,
+    PolicyDecl,
     QueueDecl,
     Role,
     expand,
@@ -111,7 +112,18 @@ def adopt(
     ]
     if e2e:
         doc["bindings"] = e2e
+    if declarations.policies:
+        doc["policies"] = {p.name: _policy(p) for p in declarations.policies}
     return Adopted(doc, state.notes)
+
+
+def _policy(p: PolicyDecl) -> dict[str, Any]:
+    # The broker's spelling of apply-to is the file's; priority 0 is the default.
+    out: dict[str, Any] = {"pattern": p.pattern, "apply_to": p.apply_to}
+    if p.priority:
+        out["priority"] = p.priority
+    out["definition"] = dict(p.definition)
+    return out
 
 
 class _State:

@@ -14,6 +14,7 @@ from typing import Any
 
 from rabbitflow.errors import ConfigError
 from rabbitflow.topology.expand import BindingDecl, Declarations, ExchangeDecl, QueueDecl
+from rabbitflow.topology.policies import policies_from_definitions
 from rabbitflow.topology.schema import Topology
 
 RABBIT_VERSION = "3.10.0"
@@ -81,6 +82,9 @@ def to_definitions(
         "exchanges": exchanges,
         "queues": queues,
         "bindings": bindings,
+        "policies": [
+            {"vhost": vhost, "name": p.name, **p.document()} for p in declarations.policies
+        ],
     }
     if topology is not None:
         retry = {
@@ -160,7 +164,9 @@ def declarations_from_definitions(
         for b in of_vhost("bindings")
         if b.get("source")
     )
-    return Declarations(exchanges, queues, bindings)
+    return Declarations(
+        exchanges, queues, bindings, policies_from_definitions(of_vhost("policies"))
+    )
 
 
 def retry_metadata(definitions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -178,7 +184,7 @@ def _builtin(exchange: str) -> bool:
 def _choose_vhost(definitions: Mapping[str, Any], vhost: str | None) -> str | None:
     named = {
         str(i["vhost"])
-        for s in ("exchanges", "queues", "bindings")
+        for s in ("exchanges", "queues", "bindings", "policies")
         for i in definitions.get(s) or []
         if isinstance(i, Mapping) and "vhost" in i
     }

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from rabbitflow.topology.policies import Policy
 from rabbitflow.units import format_duration, parse_duration, parse_size
 
 MAX_BROKER_MS = 2**32 - 1
@@ -281,6 +282,7 @@ class Topology(_Model):
     exchanges: dict[str, Exchange] = Field(default_factory=dict)
     queues: dict[str, Queue] = Field(default_factory=dict)
     bindings: list[ExchangeBinding] = Field(default_factory=list)
+    policies: dict[str, Policy] = Field(default_factory=dict)
 
 
 def retry_queue_name(queue: str, delay_ms: int) -> str:
