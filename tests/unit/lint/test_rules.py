@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -134,22 +133,24 @@ def test_example_topologies_have_only_the_warnings_docs_lint_explains() -> None:
 
 
 def test_a_policy_giving_the_dead_letter_queue_a_limit_silences_rf008(tmp_path: Path) -> None:
-    """With ``policies:`` (branch policies-migrate), the policy that applies counts."""
-    file = tmp_path / "q.yaml"
-    file.write_text(
+    """The highest-priority policy that applies to a queue counts: a delivery-limit policy
+    on the DLQs silences RF008, one that applies to exchanges only does not."""
+    base = (
         "version: 1\nexchanges:\n  e: {type: fanout}\nqueues:\n  q:\n    type: quorum\n"
         "    delivery_limit: 5\n    dead_letter: true\n    bind: [{exchange: e}]\n"
     )
+    file = tmp_path / "q.yaml"
+    file.write_text(base)
     topology, locator = load_located([str(file)])
     assert [f.rule for f in lint_topology(topology, locator)] == ["RF008"]
-    limit = SimpleNamespace(
-        pattern=r"\.dlq$", apply_to="queues", priority=1, definition={"delivery-limit": 50}
+    file.write_text(
+        base + "policies:\n"
+        "  dlq-limit:\n    pattern: '\\.dlq$'\n    apply_to: queues\n    priority: 1\n"
+        "    definition: {delivery-limit: 50}\n"
+        "  x:\n    pattern: '^q'\n    apply_to: exchanges\n    priority: 9\n"
+        "    definition: {alternate-exchange: e}\n"
     )
-    other = SimpleNamespace(
-        pattern=r"^q", apply_to="exchanges", priority=9, definition={"delivery-limit": 50}
-    )
-    # Topology is frozen; this stands for a topology file with a policies: section.
-    object.__setattr__(topology, "policies", {"dlq-limit": limit, "x": other})
+    topology, locator = load_located([str(file)])
     assert lint_topology(topology, locator) == []
 
 
