@@ -254,6 +254,16 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+MAX_PREFETCH = 65535
+"""The largest prefetch AMQP can say (a short). A quorum DLQ deeper than this cannot be
+walked whole: the reader stops after `IDLE_TIMEOUT` with what it got."""
+
+
+def _prefetch_for(expected: int) -> int:
+    # Over the largest prefetch, 0 (unlimited) still lets a classic queue deliver all.
+    return expected if expected <= MAX_PREFETCH else 0
+
+
 class _Reader:
     """Consumes a queue with manual ack on its own channel, without acking; on exit every
     message still held goes back to the queue in one ``basic.nack``.
@@ -280,8 +290,10 @@ class _Reader:
         self._queue = await passive_queue(self._channel, self._name)
         self.expected = int(self._queue.declaration_result.message_count or 0)
         if self.expected:
-            # No prefetch limit: the messages held back would otherwise stall the stream.
-            await self._channel.set_qos(prefetch_count=0)
+            # Room for every message: those held back would otherwise stall the stream.
+            # Not prefetch 0: a quorum queue turns "unlimited" into 2000 in flight, and a
+            # walk of a larger DLQ would stop there after IDLE_TIMEOUT.
+            await self._channel.set_qos(prefetch_count=_prefetch_for(self.expected))
             self._consumer = await self._queue.consume(self._inbox.put, no_ack=False)
         return self
 

@@ -45,6 +45,8 @@ PREVIEW = 1024
 MAX_AGE = 30.0
 """Seconds after which a snapshot is read again even if the DLQ's depth did not change."""
 TRACEBACK = "x-rabbitflow-traceback"
+SETTLE_POLLS = 40
+"""Depth reads (50 ms apart) while a walk's messages are counted back in."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,21 @@ def letter_key(message_id: str | None, summary: Mapping[str, Any], body: bytes) 
     digest = hashlib.sha256(body)
     digest.update(f"\0{summary.get('error')}\0{summary.get('failed_at')}".encode())
     return "sha256:" + digest.hexdigest()[:20]
+
+
+async def _settled_depth(connection: AbstractConnection, queue: str, walked: int) -> int:
+    """The DLQ's depth once the messages a walk gave back are counted again.
+
+    A quorum queue counts a large ``basic.nack`` back in over a moment: a depth read at
+    once would look like a change and cost another walk.
+    """
+    depth = await dead_letters.queue_depth(connection, queue)
+    for _ in range(SETTLE_POLLS):
+        if depth >= walked:
+            break
+        await asyncio.sleep(0.05)
+        depth = await dead_letters.queue_depth(connection, queue)
+    return depth
 
 
 class DeadLetterBook:
@@ -198,6 +215,7 @@ class DeadLetterBook:
                 if depth == snap.depth:
                     return snap
             snap = await self._on_broker(lambda c: self._walk(c, dlq))
+            snap.depth = await self._on_broker(lambda c: _settled_depth(c, dlq.name, snap.depth))
             self._snapshots[dlq.name] = snap
             return snap
 
