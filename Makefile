@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: venv broker demo test test-fast lint format clean
+.PHONY: venv broker browser-deps demo dashboard-demo test test-fast lint format clean
 
 venv: $(STAMP)
 
@@ -18,13 +18,18 @@ $(STAMP): pyproject.toml
 broker:
 	bash scripts/ensure-broker.sh
 
+# Debian's chromium for the dashboard's browser tests (Playwright drives it; it never
+# downloads a browser of its own). Needs root with apt-get when chromium is missing.
+browser-deps:
+	bash scripts/ensure-chromium.sh
+
 demo: venv broker
 	bash scripts/demo.sh
 
 # Fast tier first (no broker), then the broker tier, then the fault tier (tests/faults:
 # kills workers, and stops, pauses and kills RabbitMQ nodes of its own, a 3-node cluster
 # included; never the shared broker).
-test: venv broker
+test: venv broker browser-deps
 	$(VENV)/bin/python -m pytest -m "not broker and not faults"
 	$(VENV)/bin/python -m pytest -m "broker and not faults"
 	$(VENV)/bin/python -m pytest -m faults
