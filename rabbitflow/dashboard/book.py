@@ -111,8 +111,9 @@ def letter_key(message_id: str | None, summary: Mapping[str, Any], body: bytes) 
 async def _settled_depth(connection: AbstractConnection, queue: str, walked: int) -> int:
     """The DLQ's depth once the messages a walk gave back are counted again.
 
-    A quorum queue counts a large ``basic.nack`` back in over a moment: a depth read at
-    once would look like a change and cost another walk.
+    A queue counts a ``basic.nack`` of many messages back in over a moment: a depth read
+    at once would look like a change (and cost another walk), and a walk started at once
+    would expect, and show, too few.
     """
     depth = await dead_letters.queue_depth(connection, queue)
     for _ in range(SETTLE_POLLS):
@@ -187,17 +188,25 @@ class DeadLetterBook:
 
         async with self._lock(dlq):
             self._snapshots.pop(dlq.name, None)
-            return await self._on_broker(
+            before = await self._on_broker(lambda c: dead_letters.queue_depth(c, dlq.name))
+            result = await self._on_broker(
                 lambda c: dead_letters.replay(
                     c, dlq, accept=accept, publish_timeout=publish_timeout
                 )
             )
+            # The next walk must see what this one gave back, or it would miss messages.
+            back = before - result.moved
+            await self._on_broker(lambda c: _settled_depth(c, dlq.name, back))
+            return result
 
     async def purge(self, dlq: DeadLetterQueue) -> int:
         """Drop every dead letter of ``dlq``; how many."""
         async with self._lock(dlq):
             self._snapshots.pop(dlq.name, None)
-            return int(await self._on_broker(lambda c: dead_letters.purge(c, dlq)))
+            before = await self._on_broker(lambda c: dead_letters.queue_depth(c, dlq.name))
+            count = int(await self._on_broker(lambda c: dead_letters.purge(c, dlq)))
+            await self._on_broker(lambda c: _settled_depth(c, dlq.name, before - count))
+            return count
 
     def forget(self) -> None:
         """Drop every snapshot."""

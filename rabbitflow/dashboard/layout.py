@@ -17,13 +17,13 @@ from html import escape
 from rabbitflow.render.graph import Edge, Graph, Node
 from rabbitflow.topology.expand import Role
 
-COLUMN = 290
+COLUMN = 292
 """Horizontal distance between columns, in SVG units."""
 ROW = 82
 """Vertical distance between node slots."""
 MARGIN = 24
-EXCHANGE_SIZE = (200, 40)
-QUEUE_SIZE = (230, 62)
+EXCHANGE_SIZE = (190, 40)
+QUEUE_SIZE = (250, 62)
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,9 @@ def _edge(e: Edge, a: Placed, b: Placed, both_ways: bool = False) -> str:
             f"M {sx:.0f} {sy:.0f} C {sx + bend:.0f} {sy:.0f} "
             f"{tx - bend:.0f} {ty:.0f} {tx:.0f} {ty:.0f}"
         )
-        lx, ly = (sx + tx) / 2, (sy + ty) / 2
+        # Near the target: a queue's retry and dead-letter edges leave from one point.
+        share = 0.78 if e.dashed else 0.5
+        lx, ly = sx + (tx - sx) * share, sy + (ty - sy) * share - 3
     else:
         # Backwards (a retry queue's TTL back to its queue) or within a column: an arc
         # under both boxes.
@@ -223,9 +225,10 @@ def _edge(e: Edge, a: Placed, b: Placed, both_ways: bool = False) -> str:
         lx, ly = (sx + tx) / 2, drop - 4
     dash = " dashed" if e.dashed else ""
     start = f' marker-start="url(#arrow-{kind})"' if both_ways else ""
+    # A retry queue's name says its delay: the edge needs no label.
     label = (
         f'<text class="edge-label" x="{lx:.0f}" y="{ly:.0f}">{escape(e.label)}</text>'
-        if e.label
+        if e.label and kind != "retry"
         else ""
     )
     return (
@@ -263,7 +266,7 @@ def _node(p: Placed) -> str:
         f"<title>{escape(n.label)}</title>"
         f'<rect x="{p.x:.0f}" y="{p.y:.0f}" width="{p.width:.0f}" height="{p.height:.0f}" '
         'rx="8"/>'
-        f'<text class="name" x="{cx:.0f}" y="{p.y + 18:.0f}">{escape(_fit(n.label, 32))}</text>'
+        f'<text class="name" x="{cx:.0f}" y="{p.y + 18:.0f}">{escape(_fit(n.label, 40))}</text>'
         f'<text class="figs" x="{cx:.0f}" y="{p.y + 36:.0f}">…</text>'
         f'<text class="rates" x="{cx:.0f}" y="{p.y + 53:.0f}"></text></g>'
     )
