@@ -45,7 +45,11 @@ def dashboard(amqp_url: str, declared: Topology) -> Iterator[Callable[..., Serve
     with_stack: list[Any] = []
 
     def start(
-        token: str | None = None, read_only: bool = False, url: str | None = None, **kw: Any
+        token: str | None = None,
+        read_only: bool = False,
+        url: str | None = None,
+        live: bool = False,
+        **kw: Any,
     ) -> Served:
         settings = Settings(
             url=url or amqp_url,
@@ -53,7 +57,7 @@ def dashboard(amqp_url: str, declared: Topology) -> Iterator[Callable[..., Serve
             dashboard_token=SecretStr(token) if token else None,
             **kw,
         )
-        cm = serve(DashboardConfig(settings, declared, read_only=read_only))
+        cm = serve(DashboardConfig(settings, None if live else declared, read_only=read_only))
         with_stack.append(cm)
         return cm.__enter__()
 

@@ -4,7 +4,10 @@ authentication, CSRF, read-only, and no password anywhere."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -419,3 +422,39 @@ async def test_no_page_or_response_contains_the_brokers_password(
     finally:
         async with httpx.AsyncClient(base_url=MANAGEMENT, auth=AUTH, timeout=10) as api:
             await api.delete(f"/users/{user}")
+
+
+async def test_without_files_it_shows_the_live_vhost_read_back_as_a_topology(
+    dashboard: Callable[..., Served], publisher: Any
+) -> None:
+    await dead_letters(publisher, "payments.charge", ["E: live"])
+    await wait_depth(publisher, "payments.charge.dlq", 1)
+    served = dashboard(live=True)
+    async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
+        page = (await client.get("/")).text
+        status = (await client.get("/api/status")).json()
+        listed = (await client.get("/api/dead-letters", params={"queue": "payments.charge"})).json()
+    assert "topology from live vhost" in page
+    assert 'data-queue="payments.charge.retry.200ms"' in page
+    rows = {r["queue"]: r for r in status["queues"]}
+    assert "payments.charge.dlq" not in rows  # shown on its work queue's row
+    assert rows["payments.charge"]["dead_letters"] == 1
+    assert [r["error"] for r in listed["rows"]] == ["E: live"]
+
+
+def test_the_command_fails_in_one_line_when_the_vhost_does_not_exist() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "rabbitflow", "dashboard", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={
+            **os.environ,
+            "RABBITFLOW_URL": "amqp://guest:guest@127.0.0.1:5672/rf-no-such-vhost",
+            "RABBITFLOW_MANAGEMENT_URL": "http://127.0.0.1:15672",
+        },
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: ") and "rf-no-such-vhost" in line and "guest:guest" not in line
