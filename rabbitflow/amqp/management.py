@@ -94,6 +94,19 @@ class HttpManagement:
         """POST ``/api/definitions/{vhost}``: create the objects the definitions hold."""
         await self._request("POST", f"/definitions/{_quote(vhost)}", vhost, json=definitions)
 
+    async def optional(self, path: str) -> Any:
+        """GET ``/api{path}``; None when the broker does not serve it (older versions)."""
+        try:
+            response = await self._client.get(path)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return None
+
     async def _get(self, path: str, vhost: str) -> Any:
         response = await self._request("GET", path, vhost)
         return response.json()

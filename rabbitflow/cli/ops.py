@@ -20,8 +20,11 @@ from rabbitflow.amqp.plan import Action, Plan, compare, live_declarations
 from rabbitflow.amqp.session import on_broker
 from rabbitflow.amqp.status import QueueStatus, status_from_amqp, status_from_management
 from rabbitflow.cli import dlq as _dlq  # noqa: F401  (attaches the dlq group to main)
+from rabbitflow.cli import exports
 from rabbitflow.cli.main import common_options, fail, handle_errors, main, run_async, settings_from
+from rabbitflow.cli.runtime import load_app
 from rabbitflow.errors import ConfigError, ManagementUnavailable, TopologyError
+from rabbitflow.render import k8s
 from rabbitflow.render.adopt import adopt
 from rabbitflow.render.definitions import (
     declarations_from_definitions,
@@ -31,7 +34,7 @@ from rabbitflow.render.definitions import (
 )
 from rabbitflow.settings import Settings
 from rabbitflow.topology import Topology, load_text, load_topology
-from rabbitflow.topology.expand import expand
+from rabbitflow.topology.expand import Declarations, expand
 
 
 @main.command()
@@ -207,20 +210,92 @@ def _show_plan(result: Plan, vhost: str, as_json: bool) -> None:
 
 @main.command("export")
 @click.argument("files", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, help="definitions.json, or - for stdout.")
 @click.option(
-    "--vhost", default=None, help="Vhost written into the definitions; default: the vhost of --url."
+    "--format",
+    "fmt",
+    type=click.Choice(["definitions", "k8s", "asyncapi"]),
+    default="definitions",
+    show_default=True,
+    help="RabbitMQ definitions, Kubernetes resources, or an AsyncAPI 3.0 document.",
+)
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    help="Where to write, or - for stdout (required for definitions; default - otherwise).",
+)
+@click.option(
+    "--vhost", default=None, help="Vhost written into the output; default: the vhost of --url."
+)
+@click.option("--cluster", default=None, help="k8s: the RabbitmqCluster's name (required).")
+@click.option("--namespace", default=None, help="k8s: metadata.namespace of every resource.")
+@click.option(
+    "--app", "app_target", metavar="MODULE:APP", help="k8s: ScaledObjects; asyncapi: handlers."
+)
+@click.option("--min-replicas", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--max-replicas", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--deployment-prefix",
+    default=None,
+    help="k8s: ScaledObjects scale Deployments PREFIX-QUEUE; default: the app's module.",
+)
+@click.option(
+    "--host-env",
+    default="RABBITFLOW_URL",
+    show_default=True,
+    help="k8s: the workload's variable holding one AMQP URL, read by KEDA (hostFromEnv).",
 )
 @common_options
 @handle_errors
 def export(
-    files: tuple[str, ...], output: str, vhost: str | None, url: str | None, log_format: str | None
+    files: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+    vhost: str | None,
+    cluster: str | None,
+    namespace: str | None,
+    app_target: str | None,
+    min_replicas: int,
+    max_replicas: int,
+    deployment_prefix: str | None,
+    host_env: str,
+    url: str | None,
+    log_format: str | None,
 ) -> None:
-    """Write RabbitMQ definitions (rabbitmqctl import_definitions) for FILEs."""
+    """Write RabbitMQ definitions, Kubernetes resources or an AsyncAPI document for FILEs."""
     settings = settings_from(url, log_format)
     topology = load_topology(list(files))
     declarations = expand(topology)
     target = vhost if vhost is not None else vhost_of(settings.urls[0])
+    if fmt == "definitions":
+        if output is None:
+            raise click.UsageError("Missing option '-o' / '--output'.")
+        _export_definitions(topology, declarations, target, output)
+        return
+    app = load_app(app_target) if app_target is not None else None
+    if fmt == "k8s":
+        if cluster is None:
+            raise click.UsageError("--format k8s needs --cluster NAME (the RabbitmqCluster)")
+        if min_replicas > max_replicas:
+            raise click.UsageError("--min-replicas is larger than --max-replicas")
+        exports.write_k8s(
+            topology,
+            declarations,
+            k8s.Cluster(cluster, target, namespace),
+            app,
+            k8s.Scaling(min_replicas, max_replicas, host_env),
+            deployment_prefix or (exports.module_of(app_target) if app_target else "rabbitflow"),
+            output or "-",
+        )
+        return
+    exports.write_asyncapi(
+        topology, declarations, target, app, settings, list(files), output or "-"
+    )
+
+
+def _export_definitions(
+    topology: Topology, declarations: Declarations, target: str, output: str
+) -> None:
     document = to_definitions(declarations, target, topology)
     _write(output, json.dumps(document, indent=2) + "\n")
     skipped = worker_owned_queues(declarations)
