@@ -127,6 +127,8 @@ async def test_a_workers_dead_letter_shows_its_error_and_is_replayed_after_confi
     await expect(letter.locator("td.n").last).to_have_text("1")  # attempt
     await letter.get_by_role("button", name="details").click()
     await expect(page.locator("#letters tr.details pre.body")).to_contain_text("A-1004")
+    await page.locator("#letters button.show-traceback").click()
+    await expect(page.locator("#letters pre.traceback")).to_contain_text("Traceback")
 
     # Cancelling does nothing.
     await letter.get_by_role("button", name="replay").click()
