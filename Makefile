@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: venv broker demo test test-fast lint format clean asyncapi-parser
+.PHONY: venv broker browser-deps demo test test-fast lint format clean asyncapi-parser
 
 venv: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 
 broker:
 	bash scripts/ensure-broker.sh
+
+# Debian's chromium for the dashboard's browser tests (Playwright drives it; it never
+# downloads a browser of its own). Needs root with apt-get when chromium is missing.
+browser-deps:
+	bash scripts/ensure-chromium.sh
 
 # The AsyncAPI export is checked by the official parser (npm @asyncapi/parser) on Node.js;
 # reinstalled when the lock file changes. Without npm the tests say why they skip.
@@ -34,7 +39,7 @@ demo: venv broker
 # Fast tier first (no broker), then the broker tier, then the fault tier (tests/faults:
 # kills workers, and stops, pauses and kills RabbitMQ nodes of its own, a 3-node cluster
 # included; never the shared broker).
-test: venv broker asyncapi-parser
+test: venv broker browser-deps asyncapi-parser
 	$(VENV)/bin/python -m pytest -m "not broker and not faults"
 	$(VENV)/bin/python -m pytest -m "broker and not faults"
 	$(VENV)/bin/python -m pytest -m faults
