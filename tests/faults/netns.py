@@ -155,6 +155,8 @@ class Net:
             ipn = ("ip", "-n", h.ns)
             sh(*h.exec(), "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
             sh(*ipn, "addr", "add", f"{h.ip}/24", "dev", "eth0")
+            # One TCP segment a frame: loss (tests.faults.lossy) is then per segment.
+            sh(*ipn, "link", "set", "eth0", "gso_max_segs", "1")
             sh(*ipn, "link", "set", "eth0", "up")
             sh(*ipn, "link", "set", "lo", "up")
         self.netem = netem_available(next(iter(self.hosts.values())).ns)
@@ -187,13 +189,15 @@ class Net:
         sh("ip", "link", "set", self.hosts[name].port, "master", BRIDGE)
 
     def degrade(self, name: str, delay_ms: int, loss_pct: float) -> str:
-        """Delay and drop packets on ``name``'s link, both directions; returns the means
-        (``netem`` or ``forwarder``)."""
+        """Delay every packet crossing ``name``'s link by ``delay_ms`` and drop
+        ``loss_pct`` % of them, in each direction (a round trip: twice the delay, and
+        1 - (1 - loss)^2 of them lose a packet); returns the means (``netem`` on both ends
+        of the veth, or ``forwarder``: `tests.faults.lossy`)."""
         h = self.hosts[name]
         if self.netem is None:
             for ns, dev in ((h.ns, "eth0"), (None, h.port)):
                 argv = ("tc", "qdisc", "add", "dev", dev, "root", "netem")
-                argv += ("delay", f"{delay_ms // 2}ms", "loss", f"{loss_pct / 2}%")
+                argv += ("delay", f"{delay_ms}ms", "loss", f"{loss_pct}%")
                 sh(*(h.exec() if ns else ()), *argv)
             return "netem"
         from tests.faults import lossy
