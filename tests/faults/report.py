@@ -41,6 +41,8 @@ PARTITION_FIGURES = (
     "flapped_s",
     "resumed_s",
     "stall_s",
+    "all_up_within_s",
+    "stuck_restarted",
     "worker_reconnects",
     "dup_bound",
     "raised",
