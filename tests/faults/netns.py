@@ -153,7 +153,7 @@ class Net:
             _sysctl_host(h.port)
             sh("ip", "link", "set", h.port, "master", BRIDGE, "up")
             ipn = ("ip", "-n", h.ns)
-            sh(*h.exec(), "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+            sh(*h.exec(), "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6")
             sh(*ipn, "addr", "add", f"{h.ip}/24", "dev", "eth0")
             # One TCP segment a frame: loss (tests.faults.lossy) is then per segment.
             sh(*ipn, "link", "set", "eth0", "gso_max_segs", "1")
