@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The partition tier (tests/faults/test_partitions.py) needs root, network namespaces and
+# The partition tier (tests/faults/test_network_partitions.py) needs root, network namespaces and
 # iproute2 (`ip`, `tc`). As root, installs iproute2 with apt-get when it is missing; then
 # says in one line whether the tier can run (the tier itself skips, with the reason, when
 # it cannot). Never fails: a machine without namespaces runs the rest of the suite.
