@@ -414,6 +414,40 @@ async def test_link_flapping(
                    f"{FLAP_S:.0f} s", fault, worker_order=(1, 2, 0))  # fmt: skip
 
 
+def _connect_s(net: Net, ip: str) -> float | None:
+    """Seconds a TCP connect from the worker's namespace to ``ip``:5672 takes (None: no
+    answer within 2 s)."""
+    probe = (
+        "import socket,time;s=socket.socket();s.settimeout(2);t=time.monotonic()\n"
+        "try:\n s.connect(('" + ip + "',5672));print(time.monotonic()-t)\n"
+        "except OSError:\n print('none')"
+    )
+    out = subprocess.run([*net.hosts["rfpw"].exec(), sys.executable, "-c", probe],
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    return None if out == "none" else float(out)
+
+
+def test_degraded_link_delays_and_drops(net: Net, ns_cluster: list[NsNode]) -> None:
+    """The means of the slow-link scenario does what it says: a connect (SYN, SYN-ACK:
+    the link crossed twice) takes 2 x the delay; with 100 % loss nothing answers."""
+    ip = net.hosts["rfpn1"].ip
+    plain = _connect_s(net, ip)
+    assert plain is not None and plain < 0.1
+    net.degrade("rfpn1", 300, 0)
+    try:
+        slow = _connect_s(net, ip)
+    finally:
+        net.restore("rfpn1")
+    assert slow is not None and 0.6 <= slow < 1.0, slow
+    net.degrade("rfpn1", 0, 100)
+    try:
+        assert _connect_s(net, ip) is None
+    finally:
+        net.restore("rfpn1")
+    restored = _connect_s(net, ip)
+    assert restored is not None and restored < 0.1
+
+
 async def test_slow_lossy_link(
     net: Net, ns_cluster: list[NsNode], vhost: str, tmp_path: Path
 ) -> None:
