@@ -38,11 +38,14 @@ demo: venv broker
 
 # Fast tier first (no broker), then the broker tier, then the fault tier (tests/faults:
 # kills workers, and stops, pauses and kills RabbitMQ nodes of its own, a 3-node cluster
-# included; never the shared broker).
+# included; never the shared broker), then the partition tier (a 3-node cluster in network
+# namespaces of its own; skipped, with the reason, where namespaces cannot be made).
 test: venv broker browser-deps asyncapi-parser
 	$(VENV)/bin/python -m pytest -m "not broker and not faults"
 	$(VENV)/bin/python -m pytest -m "broker and not faults"
-	$(VENV)/bin/python -m pytest -m faults
+	$(VENV)/bin/python -m pytest -m "faults and not partitions"
+	bash scripts/ensure-netns-tools.sh
+	$(VENV)/bin/python -m pytest -m partitions
 
 # Unit tests only: no broker needed.
 test-fast: venv asyncapi-parser
