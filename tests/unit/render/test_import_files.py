@@ -185,3 +185,35 @@ def test_real_sample_configs_import_object_for_object(name: str) -> None:
     assert adopted.warnings == []
     topology = load_text(adopted.to_yaml())
     assert objects_of(_definitions(topology)) == objects_of(document)
+
+
+def test_item2_the_memory_broker_routes_an_imported_with_x_topology_like_rabbitmq() -> None:
+    from rabbitflow.testing.memory import MemoryBroker
+
+    document = json.loads((DATA / "2_headers_with_x.json").read_text())
+    decls = expand(load_text(adopt(declarations_from_definitions(document)).to_yaml()))
+    broker = MemoryBroker("import-with-x")
+    for e in decls.exchanges:
+        broker.declare_exchange(
+            e.name,
+            e.type,
+            durable=e.durable,
+            auto_delete=e.auto_delete,
+            internal=e.internal,
+            arguments=dict(e.arguments),
+        )
+    for q in decls.queues:
+        broker.declare_queue(
+            q.name,
+            durable=q.durable,
+            exclusive=q.exclusive,
+            auto_delete=q.auto_delete,
+            arguments=dict(q.arguments),
+            owner=None,
+        )
+    for b in decls.bindings:
+        broker.bind(b.destination, b.destination_type, b.source, b.routing_key, b.arguments)
+    assert broker.route("media", "", {"x-kind": "image"}) == ["thumbs"]
+    assert broker.route("media", "", {"format": "png"}) == ["thumbs"]
+    assert broker.route("media", "", {"x-tenant": "acme"}) == ["audit"]
+    assert broker.route("media", "", {"x-tenant": "other", "tenant": "acme"}) == []
