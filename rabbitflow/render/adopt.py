@@ -148,7 +148,7 @@ def _declarable(decls: Declarations) -> tuple[Declarations, list[str]]:
     if plugin:
         listed = ", ".join(f"{n!r} ({t})" for n, t in plugin.items())
         warnings.append(
-            f"{len(plugin)} exchanges of a plugin's type not imported "
+            f"{_count(len(plugin), 'exchange')} of a plugin's type not imported "
             f"(a topology declares {', '.join(sorted(known))}): {listed}"
         )
     of_plugin, no_queue = [], []
@@ -166,17 +166,21 @@ def _declarable(decls: Declarations) -> tuple[Declarations, list[str]]:
             kept.append(b)
     if of_plugin:
         warnings.append(
-            f"{len(of_plugin)} bindings of those exchanges not imported: "
+            f"{_count(len(of_plugin), 'binding')} of those exchanges not imported: "
             + ", ".join(_describe_binding(b) for b in of_plugin)
         )
     if no_queue:
         warnings.append(
-            f"{len(no_queue)} bindings not imported, their destination is not in the "
+            f"{_count(len(no_queue), 'binding')} not imported, destination not in the "
             "definitions (a server-named or exclusive queue?): "
             + ", ".join(_describe_binding(b) for b in no_queue)
         )
     kept_exchanges = tuple(e for e in decls.exchanges if e.name not in plugin)
     return Declarations(kept_exchanges, decls.queues, tuple(kept)), warnings
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _describe_binding(b: BindingDecl) -> str:

@@ -189,7 +189,19 @@ class NotImported:
     def describe(self) -> str:
         """One warning line: count, kind, every name."""
         listed = ", ".join(repr(n) for n in self.names)
-        return f"{len(self.names)} {self.kind} not imported (a topology file has none): {listed}"
+        kind = self.kind if len(self.names) != 1 else _SINGULAR.get(self.kind, self.kind)
+        return f"{len(self.names)} {kind} not imported (a topology file has none): {listed}"
+
+
+_SINGULAR = {
+    "policies": "policy",
+    "operator policies": "operator policy",
+    "shovels": "shovel",
+    "federation upstreams": "federation upstream",
+    "federation upstream sets": "federation upstream set",
+    "vhost limits": "vhost limit",
+    "global parameters": "global parameter",
+}
 
 
 # Parameter components, by the name of their kind; any other component is named as is.
