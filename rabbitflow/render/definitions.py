@@ -123,6 +123,10 @@ def declarations_from_definitions(
 
     def of_vhost(section: str) -> list[Mapping[str, Any]]:
         items = definitions.get(section) or []
+        if not isinstance(items, list):
+            raise ConfigError(f"definitions: {section!r} must be a list, not {_kind(items)}")
+        for index, item in enumerate(items):
+            _check_shape(section, index, item)
         return [i for i in items if chosen is None or i.get("vhost", chosen) == chosen]
 
     exchanges = tuple(
@@ -261,6 +265,25 @@ def retry_metadata(definitions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     if not isinstance(meta, Mapping) or not isinstance(meta.get("retry"), Mapping):
         return {}
     return {str(k): dict(v) for k, v in meta["retry"].items() if isinstance(v, Mapping)}
+
+
+_REQUIRED = {"exchanges": ("name",), "queues": ("name",), "bindings": ("source", "destination")}
+
+
+def _check_shape(section: str, index: int, item: Any) -> None:
+    """One clear line for an object RabbitMQ would not have written (no traceback)."""
+    where = f"definitions: {section}[{index}]"
+    if not isinstance(item, Mapping):
+        raise ConfigError(f"{where} must be an object, not {_kind(item)}")
+    for key in _REQUIRED[section]:
+        if not isinstance(item.get(key), str):
+            raise ConfigError(f"{where} has no string {key!r}")
+    if not isinstance(item.get("arguments") or {}, Mapping):
+        raise ConfigError(f"{where} ({item.get('name', '')!r}): 'arguments' must be an object")
+
+
+def _kind(value: Any) -> str:
+    return "a list" if isinstance(value, list) else type(value).__name__
 
 
 def _builtin(exchange: str) -> bool:

@@ -217,3 +217,28 @@ def test_item2_the_memory_broker_routes_an_imported_with_x_topology_like_rabbitm
     assert broker.route("media", "", {"format": "png"}) == ["thumbs"]
     assert broker.route("media", "", {"x-tenant": "acme"}) == ["audit"]
     assert broker.route("media", "", {"x-tenant": "other", "tenant": "acme"}) == []
+
+
+@pytest.mark.parametrize(
+    ("document", "line"),
+    [
+        ({"queues": [{"durable": True}]}, "error: definitions: queues[0] has no string 'name'"),
+        ({"queues": "q"}, "error: definitions: 'queues' must be a list, not str"),
+        (
+            {"bindings": [{"source": "x"}]},
+            "error: definitions: bindings[0] has no string 'destination'",
+        ),
+        (
+            {"queues": [{"name": "q", "arguments": [1]}]},
+            "error: definitions: queues[0] ('q'): 'arguments' must be an object",
+        ),
+    ],
+)
+def test_malformed_definitions_give_one_line_not_a_traceback(
+    document: dict[str, Any], line: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "defs.json"
+    path.write_text(json.dumps(document))
+    result = CliRunner().invoke(main, ["import", str(path), "-o", str(tmp_path / "t.yaml")])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [line]
