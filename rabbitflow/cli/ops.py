@@ -30,17 +30,18 @@ from rabbitflow.cli.main import (
     table_console,
 )
 from rabbitflow.cli.runtime import load_app
-from rabbitflow.errors import ConfigError, ManagementUnavailable, TopologyError
+from rabbitflow.errors import ConfigError, ManagementUnavailable
 from rabbitflow.render import k8s
-from rabbitflow.render.adopt import adopt
+from rabbitflow.render.adopt import adopt, check_imported
 from rabbitflow.render.definitions import (
     declarations_from_definitions,
+    not_imported,
     retry_metadata,
     to_definitions,
     worker_owned_queues,
 )
 from rabbitflow.settings import Settings
-from rabbitflow.topology import Topology, load_text, load_topology
+from rabbitflow.topology import Topology, load_topology
 from rabbitflow.topology.expand import Declarations, expand
 
 
@@ -329,23 +330,30 @@ def _export_definitions(
 def import_(
     definitions: str, output: str, vhost: str | None, url: str | None, log_format: str | None
 ) -> None:
-    """Turn a broker's exported definitions into a topology file."""
+    """Turn a broker's exported definitions into a topology file.
+
+    What a topology cannot hold (policies, shovels, plugin exchanges…) is left out with one
+    warning line per kind on stderr; the exit status is still 0.
+    """
     document = _read_json(definitions)
     adopted = adopt(declarations_from_definitions(document, vhost), retry_metadata(document))
+    adopted.warnings += [kind.describe() for kind in not_imported(document, vhost)]
+    problems = check_imported(adopted.document, definitions)
+    if problems:
+        for line in problems[:-1]:
+            click.echo(f"error: {line}", err=True)
+        fail(problems[-1])
     text = adopted.to_yaml()
-    try:
-        topology = load_text(text, output)
-    except TopologyError as exc:  # a bug of ours, not of the user's definitions
-        raise ConfigError(
-            f"the topology read from {definitions} does not validate: {exc.problems[0]}"
-        ) from None
     _write(output, text)
+    for line in adopted.warnings:
+        click.echo(f"warning: {line}", err=True)
     for note in adopted.notes:
         click.echo(f"note: {note}", err=True)
     if output != "-":
+        document_out = adopted.document
         click.echo(
-            f"wrote {len(topology.exchanges)} exchanges and {len(topology.queues)} "
-            f"queues to {output}"
+            f"wrote {len(document_out.get('exchanges', {}))} exchanges and "
+            f"{len(document_out.get('queues', {}))} queues to {output}"
         )
 
 

@@ -99,6 +99,11 @@ class Backoff(StrEnum):
     """``delay`` every time."""
 
 
+Match = Literal["all", "any", "all-with-x", "any-with-x"]
+"""A headers binding's ``x-match``: ``all`` or ``any`` of its headers; the ``-with-x``
+variants (RabbitMQ 3.10) also compare headers whose name starts with ``x-``."""
+
+
 class Exchange(_Model):
     """An exchange, keyed by its name under ``exchanges:``."""
 
@@ -116,7 +121,7 @@ class Binding(_Model):
     exchange: str
     routing_key: str | None = None
     routing_keys: list[str] | None = None
-    match: Literal["all", "any"] | None = None
+    match: Match | None = None
     headers: dict[str, Any] | None = None
     arguments: Arguments = Field(default_factory=dict)
 
@@ -141,7 +146,7 @@ class ExchangeBinding(_Model):
     source: str
     destination: str
     routing_key: str = ""
-    match: Literal["all", "any"] | None = None
+    match: Match | None = None
     headers: dict[str, Any] | None = None
     arguments: Arguments = Field(default_factory=dict)
 

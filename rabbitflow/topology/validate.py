@@ -421,3 +421,10 @@ def _check_generated_names(
                     option,
                 )
             generated[made] = name
+
+
+def queue_problems(queue: Queue) -> list[str]:
+    """The meaning problems of one queue's own options (per-type options, retry), as
+    messages: what `import` checks before writing a queue with schema fields."""
+    located = Located(queue, Source("<queue>"), ())
+    return [p.message for p in (*_check_queue_options(located), *_check_partitions(located))]
