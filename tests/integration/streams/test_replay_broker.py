@@ -242,3 +242,30 @@ async def test_a_replay_killed_and_run_again_publishes_every_event(
 
 async def _count(channel: Any, queue: str, at_least: int) -> bool:
     return await message_count(channel, queue) >= at_least
+
+
+async def test_the_example_topology_backfills_a_new_queue(amqp_url: str, channel: Any) -> None:
+    from pathlib import Path
+
+    from rabbitflow.topology import load_topology
+
+    example = Path(__file__).parents[3] / "topologies" / "order-events.yaml"
+    conn = await connect(amqp_url)
+    try:
+        await declare(conn, expand(load_topology(example)))
+    finally:
+        await conn.close()
+    async with Producer(amqp_url) as producer:
+        result = await producer.publish_many(
+            Outgoing("orders.log", f"order.{kind}", {"order_id": "42", "status": kind})
+            for kind in ("placed", "paid", "shipped")
+        )
+    assert len(result.confirmed) == 3
+
+    replayed = await rabbitflow(
+        "replay", "orders.events", "--to", "orders.replay", "--url", amqp_url
+    )
+
+    assert replayed.returncode == 0, replayed.stderr
+    copies = await drain(channel, "orders.backfill")
+    assert [m.routing_key for m in copies] == ["order.placed", "order.paid", "order.shipped"]
