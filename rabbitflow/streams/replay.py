@@ -34,6 +34,9 @@ the start was not reached (retention dropped it, or the stream is empty)."""
 PREFETCH = 500
 """Unacknowledged deliveries of the reading consumer (a stream consumer needs one)."""
 
+PEEK_GAP = 0.2
+"""Seconds without a further delivery that end a peek at the stream's last chunk."""
+
 ACK_EVERY = 100
 """Deliveries acknowledged at once (``multiple``), well under the prefetch."""
 
@@ -130,7 +133,8 @@ async def last_offset(
         ConfigError: when ``stream`` is missing or is not a stream queue.
     """
     last: int | None = None
-    async with contextlib.aclosing(read(connection, stream, "last", idle=idle)) as events:
+    peek = read(connection, stream, "last", idle=idle, gap=min(idle, PEEK_GAP))
+    async with contextlib.aclosing(peek) as events:
         async for event in events:
             last = event.offset
     return last
@@ -153,11 +157,14 @@ async def read(
     *,
     stop: int | None = None,
     idle: float = IDLE,
+    gap: float | None = None,
     prefetch: int = PREFETCH,
 ) -> AsyncGenerator[Event, None]:
     """The events of ``stream`` from ``start`` up to offset ``stop`` (included), or until
-    ``idle`` seconds pass with no delivery. Each delivery is acknowledged once the caller
-    took the event (a stream acknowledgement only grants credit; nothing is removed).
+    ``idle`` seconds pass with no delivery (``gap`` seconds once one arrived, when given:
+    a peek at the last chunk, delivered at once, need not wait long). Each delivery is
+    acknowledged once the caller took the event (for a stream that only grants credit;
+    nothing is removed).
 
     Raises:
         ConfigError: when ``stream`` is missing or is not a stream queue.
@@ -182,7 +189,8 @@ async def read(
         taken = 0
         while True:
             try:
-                message = await asyncio.wait_for(inbox.get(), idle)
+                wait = idle if gap is None or taken == 0 else gap
+                message = await asyncio.wait_for(inbox.get(), wait)
             except TimeoutError:
                 return
             event = _event(message)
