@@ -269,3 +269,19 @@ async def test_the_example_topology_backfills_a_new_queue(amqp_url: str, channel
     assert replayed.returncode == 0, replayed.stderr
     copies = await drain(channel, "orders.backfill")
     assert [m.routing_key for m in copies] == ["order.placed", "order.paid", "order.shipped"]
+
+
+async def test_an_empty_stream_or_a_start_past_its_end_replays_nothing(
+    amqp_url: str, connection: AbstractConnection, channel: Any
+) -> None:
+    empty = await rabbitflow("replay", "orders.events", "--to", "backfill", "--url", amqp_url)
+    assert empty.returncode == 0, empty.stderr
+    assert "nothing from first" in empty.stdout and "published 0" in empty.stdout
+
+    await publish_events(amqp_url, 0, 5)
+    past = await rabbitflow(
+        "replay", "orders.events", "--to", "backfill", "--from", "1000", "--url", amqp_url
+    )
+    assert past.returncode == 0, past.stderr
+    assert "published 0" in past.stdout
+    assert await message_count(channel, "backfill.all") == 0
