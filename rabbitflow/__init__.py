@@ -21,6 +21,7 @@ from rabbitflow.errors import (
     Unroutable,
 )
 from rabbitflow.producer import Producer
+from rabbitflow.streams.offsets import MemoryOffsets, RedisOffsets, SQLiteOffsets
 from rabbitflow.topology import Topology, load_topology
 from rabbitflow.worker.breaker import CircuitBreaker
 from rabbitflow.worker.idempotency import MemoryStore, RedisStore, SQLiteStore
@@ -38,6 +39,10 @@ __all__ = [
     "MemoryStore",
     "RedisStore",
     "SQLiteStore",
+    # streams
+    "MemoryOffsets",
+    "RedisOffsets",
+    "SQLiteOffsets",
     # topology
     "Topology",
     "load_topology",

@@ -102,6 +102,9 @@ class Outgoing:
     correlation_id: str | None = None
     content_type: str | None = None
     expiration: str | int | None = None
+    properties: Basic.Properties | None = None
+    """Send ``body`` (bytes) as it is with exactly these properties (a copy of a stored
+    message, e.g. a stream replay); the fields above then do not apply."""
 
 
 @dataclass
@@ -358,16 +361,21 @@ class Publisher:
                         return
                     index = next(counter)
                 try:
-                    await self.publish(
-                        item.exchange,
-                        item.routing_key,
-                        item.body,
-                        headers=item.headers,
-                        message_id=item.message_id,
-                        correlation_id=item.correlation_id,
-                        content_type=item.content_type,
-                        expiration=item.expiration,
-                    )
+                    if item.properties is not None:
+                        if not isinstance(item.body, bytes):
+                            raise PublishError("a message with properties= needs a bytes body")
+                        await self.send(item.exchange, item.routing_key, item.body, item.properties)
+                    else:
+                        await self.publish(
+                            item.exchange,
+                            item.routing_key,
+                            item.body,
+                            headers=item.headers,
+                            message_id=item.message_id,
+                            correlation_id=item.correlation_id,
+                            content_type=item.content_type,
+                            expiration=item.expiration,
+                        )
                     result.confirmed.append(index)
                 except Unroutable:
                     result.returned.append(index)

@@ -16,6 +16,7 @@ from aio_pika.abc import AbstractConnection
 
 from rabbitflow.amqp.management import JsonObject, ManagementApi
 from rabbitflow.errors import ConfigError
+from rabbitflow.streams.offsets import OffsetStore
 from rabbitflow.topology.dead_letters import find_dead_letter_queue
 from rabbitflow.topology.expand import Role, expand
 from rabbitflow.topology.schema import Topology
@@ -191,3 +192,70 @@ def _rate(stats: Mapping[str, Any], key: str) -> float | None:
     if isinstance(details, Mapping) and "rate" in details:
         return float(details["rate"])
     return 0.0 if stats else None
+
+
+@dataclass(frozen=True)
+class ConsumerPosition:
+    """A stored stream consumer position and how far it lags behind the last event."""
+
+    consumer_name: str
+    offset: int
+    lag: int | None
+    """Events after the stored position up to the stream's last offset (None when the
+    stream's last offset is unknown)."""
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    """One stream queue: its size and offsets, and the stored consumer positions."""
+
+    stream: str
+    exists: bool = True
+    messages: int | None = None
+    """Events the stream holds (the management API's ``messages``; RabbitMQ 3.10 tells
+    no size in bytes and no offsets, which come from AMQP peeks)."""
+    first_offset: int | None = None
+    last_offset: int | None = None
+    positions: tuple[ConsumerPosition, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        """The stream as a JSON object (``status --json``)."""
+        return asdict(self)
+
+
+async def stream_status(
+    connection: AbstractConnection,
+    stream: str,
+    *,
+    messages: int | None,
+    offsets: OffsetStore | None = None,
+    idle: float = 0.5,
+) -> StreamStatus:
+    """First and last offsets by peeking at the stream (``x-stream-offset`` first and
+    last; nothing is removed), with each stored position of ``offsets`` and its lag."""
+    from rabbitflow.streams.replay import first_offset, last_offset
+
+    try:
+        first = await first_offset(connection, stream, idle=idle)
+        last = await last_offset(connection, stream, idle=idle)
+    except ConfigError:
+        return StreamStatus(stream, exists=False)
+    positions: tuple[ConsumerPosition, ...] = ()
+    if offsets is not None:
+        stored = await offsets.positions(stream)
+        positions = tuple(
+            ConsumerPosition(name, offset, None if last is None else max(0, last - offset))
+            for name, offset in sorted(stored.items())
+        )
+    return StreamStatus(stream, True, messages, first, last, positions)
+
+
+def stream_names(rows: Sequence[QueueStatus], topology: Topology | None) -> list[str]:
+    """The stream queues among the rows: by the broker's type, or the topology's."""
+    declared = {name for name, q in (topology.queues.items() if topology else ()) if _is_stream(q)}
+    return [r.queue for r in rows if r.type == "stream" or r.queue in declared]
+
+
+def _is_stream(queue: Any) -> bool:
+    kind = getattr(queue, "type", None)
+    return str(getattr(kind, "value", kind)) == "stream"

@@ -124,7 +124,15 @@ def main() -> None:
 
 def _register() -> None:
     # Imported for their side effect of attaching commands to `main`.
-    from rabbitflow.cli import dashboard, lint, migrate, ops, runtime, topology  # noqa: F401
+    from rabbitflow.cli import (  # noqa: F401
+        dashboard,
+        lint,
+        migrate,
+        ops,
+        runtime,
+        streams,
+        topology,
+    )
 
 
 _register()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from aio_pika.abc import AbstractConnection
 from rich.live import Live
 from rich.table import Table
 
@@ -17,7 +18,14 @@ from rabbitflow.amqp.connection import vhost_of
 from rabbitflow.amqp.management import management_client
 from rabbitflow.amqp.plan import Action, Plan, compare, live_declarations
 from rabbitflow.amqp.session import on_broker
-from rabbitflow.amqp.status import QueueStatus, status_from_amqp, status_from_management
+from rabbitflow.amqp.status import (
+    QueueStatus,
+    StreamStatus,
+    status_from_amqp,
+    status_from_management,
+    stream_names,
+    stream_status,
+)
 from rabbitflow.cli import dlq as _dlq  # noqa: F401  (attaches the dlq group to main)
 from rabbitflow.cli import exports
 from rabbitflow.cli.main import (
@@ -41,6 +49,7 @@ from rabbitflow.render.definitions import (
     worker_owned_queues,
 )
 from rabbitflow.settings import Settings
+from rabbitflow.streams.offsets import OffsetStore, offsets_from
 from rabbitflow.topology import Topology, load_topology
 from rabbitflow.topology.expand import Declarations, expand
 
@@ -56,6 +65,13 @@ from rabbitflow.topology.expand import Declarations, expand
     show_default=True,
     help="Seconds between refreshes with --watch.",
 )
+@click.option(
+    "--offsets",
+    "offsets_spec",
+    default=None,
+    metavar="sqlite:PATH|redis://...",
+    help="Stream offset store: show each stored consumer position and its lag.",
+)
 @common_options
 @handle_errors
 def status(
@@ -63,18 +79,23 @@ def status(
     as_json: bool,
     watch: bool,
     interval: float,
+    offsets_spec: str | None,
     url: str | None,
     log_format: str | None,
 ) -> None:
     """Per queue: ready, unacked, consumers, rates, retrying and dead letters.
 
-    With FILEs, the queues they declare; without, every queue of the vhost.
+    With FILEs, the queues they declare; without, every queue of the vhost. Streams get
+    a second table: events held, first and last offsets, and with --offsets the stored
+    consumer positions and their lag (not with --watch).
     """
     settings = settings_from(url, log_format)
     topology = load_topology(list(files)) if files else None
     if not watch:
+        offsets = offsets_from(offsets_spec) if offsets_spec else None
         rows, note = run_async(_collect_status(settings, topology))
-        _show_status(rows, note, as_json)
+        streams = run_async(_collect_streams(settings, rows, topology, offsets))
+        _show_status(rows, note, as_json, streams)
         return
     try:
         run_async(_watch_status(settings, topology, as_json, interval))
@@ -98,6 +119,59 @@ async def _collect_status(
     return rows, note
 
 
+async def _collect_streams(
+    settings: Settings,
+    rows: Sequence[QueueStatus],
+    topology: Topology | None,
+    offsets: OffsetStore | None,
+) -> list[StreamStatus]:
+    names = stream_names(rows, topology)
+    if not names:
+        if offsets is not None:
+            await offsets.close()
+        return []
+    sizes = {r.queue: r.ready for r in rows}
+
+    async def work(connection: AbstractConnection) -> list[StreamStatus]:
+        return [
+            await stream_status(connection, n, messages=sizes.get(n), offsets=offsets)
+            for n in names
+        ]
+
+    try:
+        return await on_broker(settings, work, name="rabbitflow status")
+    finally:
+        if offsets is not None:
+            await offsets.close()
+
+
+def _streams_table(streams: Sequence[StreamStatus]) -> Table:
+    table = Table(title="streams", title_justify="left")
+    for header in (
+        "stream",
+        "events",
+        "first offset",
+        "last offset",
+        "consumer",
+        "position",
+        "lag",
+    ):
+        table.add_column(
+            header, justify="left" if header in ("stream", "consumer") else "right", overflow="fold"
+        )
+    for s in streams:
+        if not s.exists:
+            table.add_row(s.stream, "[red]missing[/red]", *["-"] * 5)
+            continue
+        cells = [s.stream, _cell(s.messages), _cell(s.first_offset), _cell(s.last_offset)]
+        if not s.positions:
+            table.add_row(*cells, "-", "-", "-")
+        for i, p in enumerate(s.positions):
+            head = cells if i == 0 else ["", "", "", ""]
+            table.add_row(*head, p.consumer_name, str(p.offset), _cell(p.lag))
+    return table
+
+
 async def _watch_status(
     settings: Settings, topology: Topology | None, as_json: bool, interval: float
 ) -> None:
@@ -113,14 +187,26 @@ async def _watch_status(
             await asyncio.sleep(interval)
 
 
-def _show_status(rows: Sequence[QueueStatus], note: str | None, as_json: bool) -> None:
+def _show_status(
+    rows: Sequence[QueueStatus],
+    note: str | None,
+    as_json: bool,
+    streams: Sequence[StreamStatus] = (),
+) -> None:
     if note:
         click.echo(f"warning: {note}", err=True)
     if as_json:
+        # A stream's offsets and positions go on its queue's line, under "stream".
+        extra = {s.stream: s.as_json() for s in streams}
         for row in rows:
-            click.echo(json.dumps(row.as_json()))
+            line = row.as_json()
+            if row.queue in extra:
+                line["stream"] = extra[row.queue]
+            click.echo(json.dumps(line))
         return
     table_console().print(_status_table(rows, None))
+    if streams:
+        table_console().print(_streams_table(streams))
 
 
 def _status_table(rows: Sequence[QueueStatus], note: str | None) -> Table:

@@ -463,7 +463,9 @@ class Options:
     expiration: str | None = None
 
 
-class _Summary:
+class Summary:
+    """The outcome line of a bulk publish (``publish``, ``replay``) and its errors."""
+
     def __init__(
         self, result: Any, elapsed: float, total: int, url: str, exchange: str, key: str
     ) -> None:
@@ -497,7 +499,7 @@ async def _publish(
     options: Options,
     rate: float | None,
     window: int,
-) -> _Summary:
+) -> Summary:
     from rich.progress import Progress
 
     from rabbitflow.amqp.publish import Outgoing
@@ -537,7 +539,7 @@ async def _publish(
                 paced(), window=window, progress=lambda _i: bar.advance(task)
             )
     elapsed = time.perf_counter() - started
-    return _Summary(result, elapsed, total, mask_url(settings.urls[0]), exchange, routing_key)
+    return Summary(result, elapsed, total, mask_url(settings.urls[0]), exchange, routing_key)
 
 
 __all__ = ["load_app", "publish", "run"]

@@ -66,13 +66,7 @@ class RedisStore:
         if (client is None) == (url is None):
             raise ConfigError("RedisStore needs either a redis client or url=, not both")
         if client is None:
-            try:
-                from redis.asyncio import Redis
-            except ImportError:
-                raise ConfigError(
-                    "RedisStore needs the redis package: pip install 'rabbitflow[redis]'"
-                ) from None
-            client = Redis.from_url(str(url))
+            client = redis_from_url(str(url), "RedisStore")
         self._owns_client = url is not None
         self.client = client
         self.retention = to_seconds(retention, "idempotency retention")
@@ -113,6 +107,21 @@ class RedisStore:
     async def release(self, key: str) -> None:
         """Drop our lease on ``key``; a completed key stays completed."""
         await self._release(keys=[self.prefix + key], args=[self._lease])
+
+
+def redis_from_url(url: str, who: str) -> Redis:
+    """A client for ``url``; shared with the stream offset store.
+
+    Raises:
+        ConfigError: when the ``redis`` extra is missing.
+    """
+    try:
+        from redis.asyncio import Redis
+    except ImportError:
+        raise ConfigError(
+            f"{who} needs the redis package: pip install 'rabbitflow[redis]'"
+        ) from None
+    return Redis.from_url(url)
 
 
 def _ms(seconds: float) -> int:

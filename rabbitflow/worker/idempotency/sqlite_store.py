@@ -109,12 +109,7 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
-            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves.
-            db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable across process crashes in WAL mode; only a power loss can
-            # drop the last commits (then a message may be processed twice, never lost).
-            db.execute("PRAGMA synchronous=NORMAL")
+            db = open_wal(self.path, self._busy_timeout)
             db.execute(_SCHEMA)
             self._db = db
         return self._db
@@ -162,6 +157,18 @@ class SQLiteStore:
             "DELETE FROM rabbitflow_idempotency WHERE expires_at <= ?", (self._clock(),)
         )
         return cursor.rowcount
+
+
+def open_wal(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A connection in WAL mode, in autocommit (callers issue ``BEGIN IMMEDIATE``); shared
+    with the stream offset store."""
+    # isolation_level=None: we issue BEGIN IMMEDIATE ourselves.
+    db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across process crashes in WAL mode; only a power loss can
+    # drop the last commits (then a message may be processed twice, never lost).
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
 
 
 @contextmanager

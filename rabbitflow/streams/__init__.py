@@ -1,0 +1,1 @@
+"""Streams and event sourcing (DESIGN.md §9): replay, offset stores, stream status."""
