@@ -247,12 +247,18 @@ class App:
 
     def health(self) -> Health:
         """What ``/healthz`` answers: ok while connected and every consumer is active
-        (paused by an open circuit breaker counts as active)."""
+        (paused by an open circuit breaker counts as active) and none holds a delivery
+        far longer than its handler's timeout allows (`stuck_after`)."""
         worker = self.worker
         if worker is None:
             return worker_health(False, False, [])
+        stuck = []
+        for c in worker.consumers:
+            seconds = c.stuck_for()
+            if seconds is not None and c.stuck_after is not None:
+                stuck.append((c.route.queue, seconds, c.stuck_after))
         return worker_health(
-            True, worker.connected, [(c.route.queue, c.state) for c in worker.consumers]
+            True, worker.connected, [(c.route.queue, c.state) for c in worker.consumers], stuck
         )
 
     def _close_server(self) -> None:

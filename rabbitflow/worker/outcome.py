@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from rabbitflow import headers as h
 from rabbitflow.errors import BodyDecodeError
 from rabbitflow.topology.schema import RetryPolicy
-from rabbitflow.worker import message as h
 
 MAX_ERROR_BYTES = 1024
 MAX_TRACEBACK_BYTES = 8 * 1024
@@ -95,10 +95,12 @@ def failure_headers(
 ) -> dict[str, Any]:
     """Headers for a retry copy (``attempt`` = the next attempt) or a dead letter
     (``attempt`` = the one that failed): every original header kept except the broker's
-    own ``x-death`` family, which rabbitflow never republishes."""
+    own ``x-death`` family, which rabbitflow never republishes. ``exchange`` and
+    ``routing_key`` are where the message was first published (`Message.exchange` and
+    `Message.routing_key`): they replace whatever original-* headers it carried."""
     out = {k: v for k, v in (headers or {}).items() if not k.startswith(_BROKER_HEADERS)}
-    out.setdefault(h.ORIGINAL_EXCHANGE, exchange)
-    out.setdefault(h.ORIGINAL_ROUTING_KEY, routing_key)
+    out[h.ORIGINAL_EXCHANGE] = exchange
+    out[h.ORIGINAL_ROUTING_KEY] = routing_key
     out[h.ATTEMPT] = attempt
     out[h.QUEUE] = queue
     out[h.ERROR] = describe(error)
