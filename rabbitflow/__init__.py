@@ -1,5 +1,6 @@
 """rabbitflow: RabbitMQ topology in YAML, plain handler functions, one CLI."""
 
+from rabbitflow.amqp.rpc import Replies
 from rabbitflow.app import App
 from rabbitflow.errors import (
     BodyDecodeError,
@@ -16,6 +17,7 @@ from rabbitflow.errors import (
     PublishNacked,
     PublishTimeout,
     RabbitflowError,
+    RemoteError,
     RequestTimeout,
     TopologyError,
     Unroutable,
@@ -32,6 +34,7 @@ __all__ = [
     "App",
     "Message",
     "Producer",
+    "Replies",
     "Reject",
     # delivery guarantees and resilience
     "CircuitBreaker",
@@ -56,6 +59,7 @@ __all__ = [
     "PublishNacked",
     "PublishTimeout",
     "RabbitflowError",
+    "RemoteError",
     "RequestTimeout",
     "TopologyError",
     "Unroutable",

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from rabbitflow.amqp.rpc import Replies
 from rabbitflow.errors import ConfigError, HandlerError
 from rabbitflow.exposition import Server, serve
 from rabbitflow.health import Health, worker_health
@@ -399,6 +400,7 @@ class App:
 
         Raises:
             RequestTimeout: no reply within ``timeout`` seconds.
+            RemoteError: the responder's handler failed.
         """
         return await self.producer.request(
             exchange, routing_key, body, timeout=timeout, model=model, headers=headers
@@ -413,9 +415,10 @@ class App:
         timeout: float = 5.0,
         expected: int | None = None,
         model: Any = None,
-    ) -> list[Any]:
+    ) -> Replies:
         """Scatter a request to every responder; gather replies until ``expected`` or
-        ``timeout``; returns what arrived."""
+        ``timeout``; returns the answers that arrived (a list), error replies apart in
+        its ``errors``."""
         return await self.producer.gather(
             exchange, routing_key, body, timeout=timeout, expected=expected, model=model
         )

@@ -99,6 +99,32 @@ def from_delay_queue(
     return REPLAYED_AT in headers
 
 
+def republishable(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """Headers as received, made encodable again for a retry or dead-letter copy.
+
+    The AMQP decoder returns a long string that is not UTF-8 as ``bytes``, which the
+    encoder refuses: it goes back as a byte array (the same bytes). A value nested too
+    deep to walk is replaced by a note rather than failing the copy.
+    """
+    out: dict[str, Any] = {}
+    for key, value in headers.items():
+        try:
+            out[str(key)] = _encodable(value)
+        except RecursionError:
+            out[str(key)] = "(dropped by rabbitflow: nested too deeply to copy)"
+    return out
+
+
+def _encodable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, Mapping):
+        return {str(k): _encodable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encodable(v) for v in value]
+    return value
+
+
 __all__ = [
     "ATTEMPT",
     "ERROR",
@@ -114,4 +140,5 @@ __all__ = [
     "latest_death_queue",
     "read_attempt",
     "read_text",
+    "republishable",
 ]

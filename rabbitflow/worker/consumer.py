@@ -27,6 +27,7 @@ from pamqp.commands import Basic
 
 from rabbitflow.amqp.publish import Publisher
 from rabbitflow.errors import BodyDecodeError, HandlerTimeout, PublishError, Unroutable
+from rabbitflow.headers import ERROR, ERROR_TYPE
 from rabbitflow.topology.schema import RetryPolicy, retry_queue_name
 from rabbitflow.worker.acks import Acker
 from rabbitflow.worker.breaker import BreakerState, CircuitBreaker
@@ -463,6 +464,9 @@ class QueueConsumer:
         tag: int,
         elapsed: float,
     ) -> None:
+        if message.reply_to:
+            # The caller learns of the failure now instead of waiting out its timeout.
+            await self._reply_error(message, error)
         if decision.action is Action.NACK:
             self._log.error(
                 "handler failed; queue has no dead letters, nacking",
@@ -560,19 +564,40 @@ class QueueConsumer:
             exchange, key = self.route.dead_letter
         await self.publisher.send(exchange, key, raw.body, copy, mandatory=True)
 
+    async def _reply_error(self, message: Message, error: BaseException) -> None:
+        """An error reply (DESIGN.md §13): empty body, the error in two headers."""
+        props = Basic.Properties(
+            correlation_id=message.correlation_id,
+            delivery_mode=1,
+            headers={ERROR: describe(error), ERROR_TYPE: type(error).__name__},
+        )
+        await self._send_reply(message, b"", props)
+
     async def _reply(self, message: Message, result: Any) -> None:
-        body, content_type = encode(result)
+        try:
+            body, content_type = encode(result)
+        except Exception as exc:  # the handler returned something JSON cannot carry
+            self._log.error(
+                "reply could not be encoded; sending an error reply",
+                **message_fields(message, "ack", None),
+                error=describe(exc),
+            )
+            await self._reply_error(message, exc)
+            return
         props = Basic.Properties(
             content_type=content_type, correlation_id=message.correlation_id, delivery_mode=1
         )
+        await self._send_reply(message, body, props)
+
+    async def _send_reply(self, message: Message, body: bytes, props: Basic.Properties) -> None:
         try:
             await self.publisher.send("", str(message.reply_to), body, props, mandatory=False)
-        except PublishError as exc:
+        except Exception as exc:  # a reply that fails must never keep a delivery unsettled
             self._log.warning(
                 "reply not delivered",
                 **message_fields(message, "ack", None),
                 reply_to=message.reply_to,
-                reason=str(exc),
+                reason=describe(exc),
             )
 
     async def _ack(self, channel: Any, tag: int) -> None:

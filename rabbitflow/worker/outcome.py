@@ -72,7 +72,11 @@ def decide(
 
 def describe(error: BaseException) -> str:
     """``ExceptionType: message``, cut to at most 1 KiB of UTF-8."""
-    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    try:
+        detail = str(error)
+    except Exception:  # an exception whose __str__ itself raises
+        detail = "(its message could not be read)"
+    text = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
     return _cut(text, MAX_ERROR_BYTES, keep_end=False)
 
 
@@ -98,7 +102,8 @@ def failure_headers(
     own ``x-death`` family, which rabbitflow never republishes. ``exchange`` and
     ``routing_key`` are where the message was first published (`Message.exchange` and
     `Message.routing_key`): they replace whatever original-* headers it carried."""
-    out = {k: v for k, v in (headers or {}).items() if not k.startswith(_BROKER_HEADERS)}
+    kept = {k: v for k, v in (headers or {}).items() if not k.startswith(_BROKER_HEADERS)}
+    out = h.republishable(kept)
     out[h.ORIGINAL_EXCHANGE] = exchange
     out[h.ORIGINAL_ROUTING_KEY] = routing_key
     out[h.ATTEMPT] = attempt
