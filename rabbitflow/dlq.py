@@ -13,7 +13,7 @@ interruption can duplicate a message, never lose one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,16 +48,43 @@ class ReplayResult:
     """Messages left in the DLQ because they could not be moved, one reason each."""
 
 
+Visitor = Callable[[AbstractIncomingMessage, int], None]
+"""Called by `scan` with each dead letter and its position in the DLQ (1 = head)."""
+Accept = Callable[[AbstractIncomingMessage], bool]
+"""Tells `replay` whether to move a dead letter (besides ``where``)."""
+
+
 async def list_dead_letters(
     connection: AbstractConnection, dlq: DeadLetterQueue, limit: int | None = None
 ) -> list[dict[str, Any]]:
     """The dead letters of ``dlq`` in queue order (at most ``limit``), leaving them there."""
     out: list[dict[str, Any]] = []
+
+    def keep(message: AbstractIncomingMessage, position: int) -> None:
+        if limit is None or len(out) < limit:
+            out.append(describe_message(message, position))
+
+    await scan(connection, dlq, keep)
+    return out
+
+
+async def scan(connection: AbstractConnection, dlq: DeadLetterQueue, visit: Visitor) -> int:
+    """Call ``visit`` with every dead letter of ``dlq`` in queue order, leaving them there
+    (count and order); return how many messages the DLQ held.
+
+    Every message is held unacknowledged until the walk ends, then all are given back in
+    one ``basic.nack``: keep ``visit`` quick.
+    """
     async with _Reader(connection, dlq.name) as reader:
         while (message := await reader.next()) is not None:
-            if (limit is None or len(out) < limit) and _owns(dlq, message.headers):
-                out.append(describe(_properties(message), message.body, reader.taken))
-    return out
+            if _owns(dlq, message.headers):
+                visit(message, reader.taken)
+        return reader.taken
+
+
+def describe_message(message: AbstractIncomingMessage, position: int) -> dict[str, Any]:
+    """A dead letter as `describe` summarizes it (a line of ``dlq list --json``)."""
+    return describe(_properties(message), message.body, position)
 
 
 async def replay(
@@ -66,6 +93,7 @@ async def replay(
     *,
     limit: int | None = None,
     where: Sequence[tuple[str, str]] = (),
+    accept: Accept | None = None,
     publish_timeout: float = 10.0,
 ) -> ReplayResult:
     """Move matching dead letters back to their queue; each is confirmed before its ack.
@@ -75,6 +103,7 @@ async def replay(
         dlq: the DLQ to read.
         limit: move at most this many.
         where: (header, pattern) pairs a message must all match (shell-style wildcards).
+        accept: a further test a message must pass (the dashboard's selection and filter).
         publish_timeout: seconds to wait for each batch's confirms.
     """
     result = ReplayResult()
@@ -86,7 +115,11 @@ async def replay(
                 if limit is not None and result.moved + len(batch) >= limit:
                     continue  # walked to the end all the same: see _Reader
                 target = dead_letter_target(message.headers)
-                if not _owns(dlq, message.headers) or not matches(message.headers, where):
+                if (
+                    not _owns(dlq, message.headers)
+                    or not matches(message.headers, where)
+                    or (accept is not None and not accept(message))
+                ):
                     result.skipped += 1
                 elif target is None:
                     result.failed.append(
@@ -221,6 +254,16 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+MAX_PREFETCH = 65535
+"""The largest prefetch AMQP can say (a short). A quorum DLQ deeper than this cannot be
+walked whole: the reader stops after `IDLE_TIMEOUT` with what it got."""
+
+
+def _prefetch_for(expected: int) -> int:
+    # Over the largest prefetch, 0 (unlimited) still lets a classic queue deliver all.
+    return expected if expected <= MAX_PREFETCH else 0
+
+
 class _Reader:
     """Consumes a queue with manual ack on its own channel, without acking; on exit every
     message still held goes back to the queue in one ``basic.nack``.
@@ -247,8 +290,10 @@ class _Reader:
         self._queue = await passive_queue(self._channel, self._name)
         self.expected = int(self._queue.declaration_result.message_count or 0)
         if self.expected:
-            # No prefetch limit: the messages held back would otherwise stall the stream.
-            await self._channel.set_qos(prefetch_count=0)
+            # Room for every message: those held back would otherwise stall the stream.
+            # Not prefetch 0: a quorum queue turns "unlimited" into 2000 in flight, and a
+            # walk of a larger DLQ would stop there after IDLE_TIMEOUT.
+            await self._channel.set_qos(prefetch_count=_prefetch_for(self.expected))
             self._consumer = await self._queue.consume(self._inbox.put, no_ack=False)
         return self
 
@@ -282,11 +327,15 @@ class _Reader:
 
 
 __all__ = [
+    "Accept",
     "DeadLetterQueue",
     "ReplayResult",
+    "Visitor",
+    "describe_message",
     "find_dead_letter_queue",
     "list_dead_letters",
     "purge",
     "queue_depth",
     "replay",
+    "scan",
 ]

@@ -41,6 +41,20 @@ class ConfigError(RabbitflowError):
     """Raised for a bad setting or option (an invalid URL, an unknown handler queue)."""
 
 
+class InvalidName(ConfigError):
+    """Raised before sending an exchange, queue or routing key that the broker or the AMQP
+    client would refuse (over 255 bytes, or characters the client cannot send)."""
+
+
+class AppImportError(ConfigError):
+    """Raised when ``rabbitflow run MODULE:APP`` cannot import the module: a syntax error,
+    a missing package, or an exception raised at import. ``error`` is the original."""
+
+    def __init__(self, message: str, error: BaseException) -> None:
+        super().__init__(message)
+        self.error = error
+
+
 class BrokerUnavailable(RabbitflowError):
     """Raised when no broker answers at the configured URL(s) within the connect timeout."""
 

@@ -7,7 +7,7 @@ import re
 import sys
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rabbitflow.units import parse_size
@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     tls_verify: bool = True
     """Verify the broker's certificate on ``amqps://`` URLs (give a private CA with
     ``?cafile=PATH`` in the URL). Turning it off logs a warning at every connect."""
+    dashboard_token: SecretStr | None = None
+    """When set, every request to ``rabbitflow dashboard`` needs it (``Authorization:
+    Bearer TOKEN``, or once ``?token=TOKEN`` in a browser, which sets a session cookie)."""
 
     def __repr_args__(self) -> Any:
         # repr() and str() end up in logs and tracebacks: never with a password.

@@ -27,18 +27,25 @@ class DepthProbe:
     ) -> dict[str, int | None]:
         """Ready messages per queue; None for a queue that does not exist (or when the
         connection went away mid-poll)."""
-        out: dict[str, int | None] = {}
+        counts = await self.counts(connection, queues)
+        return {q: None if c is None else c[0] for q, c in counts.items()}
+
+    async def counts(
+        self, connection: AbstractConnection, queues: Sequence[str]
+    ) -> dict[str, tuple[int, int] | None]:
+        """(ready messages, consumers) per queue; None as for `depths`."""
+        out: dict[str, tuple[int, int] | None] = {}
         for queue in queues:
             out[queue] = await self._one(connection, queue)
         return out
 
-    async def _one(self, connection: AbstractConnection, queue: str) -> int | None:
+    async def _one(self, connection: AbstractConnection, queue: str) -> tuple[int, int] | None:
         try:
             raw = await self._raw(connection)
             ok = await asyncio.wait_for(raw.queue_declare(queue, passive=True), self.timeout)
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError):
             return None
-        return int(ok.message_count or 0)
+        return int(ok.message_count or 0), int(ok.consumer_count or 0)
 
     async def _raw(self, connection: AbstractConnection) -> aiormq.abc.AbstractChannel:
         if self._channel is None or self._channel.is_closed or self._connection is not connection:

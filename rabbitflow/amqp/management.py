@@ -7,6 +7,7 @@ Pure logic (plan, status rows) takes a `ManagementApi`, so unit tests pass a fak
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -90,9 +91,65 @@ class HttpManagement:
             raise ManagementError(f"unexpected answer from {self.base_url}/queues")
         return body
 
+    async def overview(self) -> JsonObject:
+        """GET ``/api/overview`` (``rabbitmq_version``, ``management_version`` …)."""
+        body = await self._get("/overview", "/")
+        if not isinstance(body, dict):
+            raise ManagementError(f"unexpected answer from {self.base_url}/overview")
+        return body
+
+    async def policies(self, vhost: str) -> list[JsonObject]:
+        """GET ``/api/policies/{vhost}``."""
+        body = await self._get(f"/policies/{_quote(vhost)}", vhost)
+        if not isinstance(body, list):
+            raise ManagementError(f"unexpected answer from {self.base_url}/policies")
+        return body
+
+    async def put_policy(self, vhost: str, name: str, document: Mapping[str, Any]) -> None:
+        """PUT ``/api/policies/{vhost}/{name}``: create or replace a policy."""
+        await self._request(
+            "PUT", f"/policies/{_quote(vhost)}/{_quote(name)}", vhost, json=document
+        )
+
+    async def queue(self, vhost: str, name: str) -> JsonObject | None:
+        """GET ``/api/queues/{vhost}/{name}`` (with ``consumer_details``); None when missing."""
+        try:
+            body = await self._get(f"/queues/{_quote(vhost)}/{_quote(name)}", vhost)
+        except ManagementError as exc:
+            if "does not exist" in str(exc) or "404" in str(exc):
+                return None
+            raise
+        return body if isinstance(body, dict) else None
+
+    async def queue_bindings(self, vhost: str, name: str) -> list[JsonObject]:
+        """GET ``/api/queues/{vhost}/{name}/bindings``: the bindings to the queue."""
+        body = await self._get(f"/queues/{_quote(vhost)}/{_quote(name)}/bindings", vhost)
+        return body if isinstance(body, list) else []
+
+    async def connection(self, name: str) -> JsonObject | None:
+        """GET ``/api/connections/{name}`` (``client_properties``); None when gone."""
+        try:
+            body = await self._get(f"/connections/{_quote(name)}", "/")
+        except ManagementError:
+            return None
+        return body if isinstance(body, dict) else None
+
     async def import_definitions(self, vhost: str, definitions: Mapping[str, Any]) -> None:
         """POST ``/api/definitions/{vhost}``: create the objects the definitions hold."""
         await self._request("POST", f"/definitions/{_quote(vhost)}", vhost, json=definitions)
+
+    async def optional(self, path: str) -> Any:
+        """GET ``/api{path}``; None when the broker does not serve it (older versions)."""
+        try:
+            response = await self._client.get(path)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return None
 
     async def _get(self, path: str, vhost: str) -> Any:
         response = await self._request("GET", path, vhost)
@@ -179,5 +236,7 @@ def _reason(response: httpx.Response) -> str:
     except ValueError:
         return response.text[:200].replace("\n", " ")
     if isinstance(body, dict):
-        return str(body.get("reason") or body.get("error") or body)
+        # Validation errors come HTML-escaped and on several lines ("Validation failed\n\n…").
+        text = html.unescape(str(body.get("reason") or body.get("error") or body))
+        return " ".join(text.split())
     return str(body)[:200]

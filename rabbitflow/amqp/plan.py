@@ -14,6 +14,7 @@ from typing import Any
 from rabbitflow.amqp.management import ManagementApi
 from rabbitflow.render.definitions import declarations_from_definitions
 from rabbitflow.topology.expand import BindingDecl, Declarations, ExchangeDecl, QueueDecl
+from rabbitflow.topology.policies import PolicyDecl
 
 
 class Action(StrEnum):
@@ -42,7 +43,7 @@ class Change:
 
     action: Action
     kind: str
-    """``exchange``, ``queue`` or ``binding``."""
+    """``exchange``, ``queue``, ``binding`` or ``policy``."""
     name: str
     differences: tuple[Difference, ...] = ()
 
@@ -114,6 +115,7 @@ def compare(declared: Declarations, live: Declarations) -> Plan:
     changes += [
         Change(Action.EXTRA, "binding", _binding_name(k)) for k in present if k not in wanted
     ]
+    changes += compare_policies(declared.policies, live.policies)
     return Plan(tuple(changes), tuple(sorted(skipped)))
 
 
@@ -129,6 +131,41 @@ def _compare_one(
         if not _same(have.get(key), declared.get(key))
     )
     return [Change(Action.DIFFER, kind, repr(name), diffs)] if diffs else []
+
+
+def compare_policies(declared: Sequence[PolicyDecl], live: Sequence[PolicyDecl]) -> list[Change]:
+    """Policies to create, differing (pattern, apply-to, priority or a definition key),
+    or on the broker only."""
+    have = {p.name: p for p in live}
+    changes: list[Change] = []
+    for p in declared:
+        current = have.get(p.name)
+        if current is None:
+            changes.append(Change(Action.CREATE, "policy", repr(p.name)))
+            continue
+        diffs = _policy_differences(current, p)
+        if diffs:
+            changes.append(Change(Action.DIFFER, "policy", repr(p.name), diffs))
+    wanted = {p.name for p in declared}
+    changes += [Change(Action.EXTRA, "policy", repr(p.name)) for p in live if p.name not in wanted]
+    return changes
+
+
+def _policy_differences(live: PolicyDecl, declared: PolicyDecl) -> tuple[Difference, ...]:
+    diffs = [
+        Difference(key, getattr(live, attr), getattr(declared, attr))
+        for key, attr in (
+            ("pattern", "pattern"),
+            ("apply-to", "apply_to"),
+            ("priority", "priority"),
+        )
+        if not _same(getattr(live, attr), getattr(declared, attr))
+    ]
+    for key in dict.fromkeys([*declared.definition, *live.definition]):
+        a, b = live.definition.get(key), declared.definition.get(key)
+        if not _same(a, b):
+            diffs.append(Difference(f"definition.{key}", a, b))
+    return tuple(diffs)
 
 
 def _exchange_props(e: ExchangeDecl) -> dict[str, Any]:

@@ -28,12 +28,14 @@ from rabbitflow.amqp.connection import Link, is_blocked
 from rabbitflow.errors import (
     BrokerUnavailable,
     ExchangeNotFound,
+    InvalidName,
     MessageTooLarge,
     PublishError,
     PublishNacked,
     PublishTimeout,
     Unroutable,
 )
+from rabbitflow.topology.names import name_problem, short
 from rabbitflow.worker.codec import encode
 
 log = structlog.get_logger("rabbitflow.publish")
@@ -98,6 +100,8 @@ class Outgoing:
     headers: Mapping[str, Any] | None = None
     message_id: str | None = None
     correlation_id: str | None = None
+    content_type: str | None = None
+    expiration: str | int | None = None
 
 
 @dataclass
@@ -170,13 +174,19 @@ class Publisher:
         expiration: str | int | None = None,
         priority: int | None = None,
         timeout: float | None = None,
+        content_type: str | None = None,
     ) -> str:
         """Publish one message and return once the broker confirmed it.
+
+        ``content_type`` overrides the one chosen from the body's type; a ``str`` or
+        ``bytes`` body is then sent as it is.
 
         Returns:
             The message's ``message_id`` (made when none is given).
 
         Raises:
+            InvalidName: before sending, for an exchange or routing key the broker or the
+                AMQP client would refuse (over 255 bytes, characters it cannot send).
             MessageTooLarge: before sending a body over ``max_message_size``.
             Unroutable: a mandatory message matched no queue.
             PublishNacked: the broker refused it (e.g. a full reject-publish queue).
@@ -185,9 +195,9 @@ class Publisher:
             PublishError: the connection was lost before the broker answered.
             BrokerUnavailable: no broker could be reached.
         """
-        data, content_type = encode(body)
+        data, chosen = encode(body)
         props = properties(
-            content_type=content_type,
+            content_type=content_type or chosen,
             headers=headers,
             message_id=message_id,
             correlation_id=correlation_id,
@@ -228,6 +238,7 @@ class Publisher:
         Raises:
             The same errors as `publish`.
         """
+        check_destination(exchange, routing_key)
         if len(body) > self.max_message_size:
             raise MessageTooLarge(
                 f"message of {len(body)} bytes for exchange {exchange!r} exceeds the "
@@ -354,13 +365,15 @@ class Publisher:
                         headers=item.headers,
                         message_id=item.message_id,
                         correlation_id=item.correlation_id,
+                        content_type=item.content_type,
+                        expiration=item.expiration,
                     )
                     result.confirmed.append(index)
                 except Unroutable:
                     result.returned.append(index)
                 except PublishNacked:
                     result.nacked.append(index)
-                except PublishError as exc:
+                except (PublishError, InvalidName) as exc:
                     result.failed[index] = str(exc)
                 if progress is not None:
                     progress(index)
@@ -378,6 +391,17 @@ class Publisher:
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError, RuntimeError):
                 await channel.close()
+
+
+def check_destination(exchange: str, routing_key: str) -> None:
+    """Raise `InvalidName` for an exchange or routing key that cannot be sent, before
+    the AMQP codec raises a bare ``ValueError`` deep in a publish."""
+    problem = name_problem(exchange, "exchange") if exchange else None
+    if problem is not None:
+        raise InvalidName(f"cannot publish to exchange {short(exchange)}: {problem}")
+    problem = name_problem(routing_key, "routing key")
+    if problem is not None:
+        raise InvalidName(f"cannot publish with routing key {short(routing_key)}: {problem}")
 
 
 async def _close_quietly(channel: AbstractChannel) -> None:

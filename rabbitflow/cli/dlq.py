@@ -9,17 +9,25 @@ from typing import Any, TypeVar
 
 import click
 from aio_pika.abc import AbstractConnection
-from rich.console import Console
 from rich.table import Table
 
 from rabbitflow import dlq as dead_letters
 from rabbitflow.amqp.session import on_broker
-from rabbitflow.cli.main import common_options, fail, handle_errors, main, run_async, settings_from
+from rabbitflow.cli.main import (
+    common_options,
+    fail,
+    handle_errors,
+    main,
+    run_async,
+    settings_from,
+    table_console,
+)
 from rabbitflow.dlq_headers import parse_where
 from rabbitflow.errors import ConfigError
 from rabbitflow.settings import Settings
 from rabbitflow.topology import load_topology
 from rabbitflow.topology.dead_letters import DeadLetterQueue, find_dead_letter_queue
+from rabbitflow.topology.names import name_problem, short
 
 R = TypeVar("R")
 
@@ -133,8 +141,18 @@ def purge(
 
 
 def _dead_letter_queue(queue: str, topology_files: Sequence[str]) -> DeadLetterQueue:
+    """The DLQ of ``queue``, after checking that both names can be sent."""
+    _check_queue_name(queue, "QUEUE")
     topology = load_topology(list(topology_files)) if topology_files else None
-    return find_dead_letter_queue(queue, topology)
+    target = find_dead_letter_queue(queue, topology)
+    _check_queue_name(target.name, "its dead-letter queue")
+    return target
+
+
+def _check_queue_name(name: str, what: str) -> None:
+    problem = name_problem(name, "queue")
+    if problem is not None:
+        raise ConfigError(f"{what} {short(name)}: {problem}")
 
 
 async def _with_connection(
@@ -167,4 +185,4 @@ def _print_table(rows: Sequence[dict[str, Any]], target: DeadLetterQueue) -> Non
             row["error"] or "-",
             routed,
         )
-    Console().print(table)
+    table_console().print(table)

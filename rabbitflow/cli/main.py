@@ -17,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 from pydantic import ValidationError
+from rich.console import Console
 
 from rabbitflow.errors import RabbitflowError
 from rabbitflow.settings import Settings, mask_url
@@ -36,6 +37,18 @@ def fail(message: str, code: int = 1) -> None:
     """Print one line on stderr and exit with ``code``."""
     click.echo(f"error: {mask_url(message)}", err=True)
     sys.exit(code)
+
+
+OFF_TERMINAL_WIDTH = 1_000_000
+"""Table width when stdout is not a terminal: a pipe or a file gets whole names."""
+
+
+def table_console() -> Console:
+    """A console for tables: the terminal's width on a terminal, else wide enough that
+    no name is ever cut (rich would assume 80 columns and truncate)."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=OFF_TERMINAL_WIDTH)
 
 
 def run_async(coro: Coroutine[Any, Any, R]) -> R:
@@ -111,7 +124,7 @@ def main() -> None:
 
 def _register() -> None:
     # Imported for their side effect of attaching commands to `main`.
-    from rabbitflow.cli import ops, runtime, topology  # noqa: F401
+    from rabbitflow.cli import dashboard, lint, migrate, ops, runtime, topology  # noqa: F401
 
 
 _register()

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
@@ -20,18 +19,30 @@ from rabbitflow.amqp.plan import Action, Plan, compare, live_declarations
 from rabbitflow.amqp.session import on_broker
 from rabbitflow.amqp.status import QueueStatus, status_from_amqp, status_from_management
 from rabbitflow.cli import dlq as _dlq  # noqa: F401  (attaches the dlq group to main)
-from rabbitflow.cli.main import common_options, fail, handle_errors, main, run_async, settings_from
-from rabbitflow.errors import ConfigError, ManagementUnavailable, TopologyError
-from rabbitflow.render.adopt import adopt
+from rabbitflow.cli import exports
+from rabbitflow.cli.main import (
+    common_options,
+    fail,
+    handle_errors,
+    main,
+    run_async,
+    settings_from,
+    table_console,
+)
+from rabbitflow.cli.runtime import load_app
+from rabbitflow.errors import ConfigError, ManagementUnavailable
+from rabbitflow.render import k8s
+from rabbitflow.render.adopt import adopt, check_imported
 from rabbitflow.render.definitions import (
     declarations_from_definitions,
+    not_imported,
     retry_metadata,
     to_definitions,
     worker_owned_queues,
 )
 from rabbitflow.settings import Settings
-from rabbitflow.topology import Topology, load_text, load_topology
-from rabbitflow.topology.expand import expand
+from rabbitflow.topology import Topology, load_topology
+from rabbitflow.topology.expand import Declarations, expand
 
 
 @main.command()
@@ -95,7 +106,7 @@ async def _watch_status(
             rows, note = await _collect_status(settings, topology)
             _show_status(rows, note, True)
             await asyncio.sleep(interval)
-    with Live(auto_refresh=False, console=Console()) as live:
+    with Live(auto_refresh=False, console=table_console()) as live:
         while True:
             rows, note = await _collect_status(settings, topology)
             live.update(_status_table(rows, note), refresh=True)
@@ -109,7 +120,7 @@ def _show_status(rows: Sequence[QueueStatus], note: str | None, as_json: bool) -
         for row in rows:
             click.echo(json.dumps(row.as_json()))
         return
-    Console().print(_status_table(rows, None))
+    table_console().print(_status_table(rows, None))
 
 
 def _status_table(rows: Sequence[QueueStatus], note: str | None) -> Table:
@@ -124,7 +135,9 @@ def _status_table(rows: Sequence[QueueStatus], note: str | None) -> Table:
         "retrying",
         "dead letters",
     ):
-        table.add_column(header, justify="left" if header == "queue" else "right")
+        # A name wraps on a narrow terminal rather than being cut to "notify…".
+        left = header == "queue"
+        table.add_column(header, justify="left" if left else "right", overflow="fold")
     for r in rows:
         if not r.exists:
             table.add_row(r.queue, "[red]missing[/red]", *["-"] * 6)
@@ -207,28 +220,100 @@ def _show_plan(result: Plan, vhost: str, as_json: bool) -> None:
 
 @main.command("export")
 @click.argument("files", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, help="definitions.json, or - for stdout.")
 @click.option(
-    "--vhost", default=None, help="Vhost written into the definitions; default: the vhost of --url."
+    "--format",
+    "fmt",
+    type=click.Choice(["definitions", "k8s", "asyncapi"]),
+    default="definitions",
+    show_default=True,
+    help="RabbitMQ definitions, Kubernetes resources, or an AsyncAPI 3.0 document.",
+)
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    help="Where to write, or - for stdout (required for definitions; default - otherwise).",
+)
+@click.option(
+    "--vhost", default=None, help="Vhost written into the output; default: the vhost of --url."
+)
+@click.option("--cluster", default=None, help="k8s: the RabbitmqCluster's name (required).")
+@click.option("--namespace", default=None, help="k8s: metadata.namespace of every resource.")
+@click.option(
+    "--app", "app_target", metavar="MODULE:APP", help="k8s: ScaledObjects; asyncapi: handlers."
+)
+@click.option("--min-replicas", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--max-replicas", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--deployment-prefix",
+    default=None,
+    help="k8s: ScaledObjects scale Deployments PREFIX-QUEUE; default: the app's module.",
+)
+@click.option(
+    "--host-env",
+    default="RABBITFLOW_URL",
+    show_default=True,
+    help="k8s: the workload's variable holding one AMQP URL, read by KEDA (hostFromEnv).",
 )
 @common_options
 @handle_errors
 def export(
-    files: tuple[str, ...], output: str, vhost: str | None, url: str | None, log_format: str | None
+    files: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+    vhost: str | None,
+    cluster: str | None,
+    namespace: str | None,
+    app_target: str | None,
+    min_replicas: int,
+    max_replicas: int,
+    deployment_prefix: str | None,
+    host_env: str,
+    url: str | None,
+    log_format: str | None,
 ) -> None:
-    """Write RabbitMQ definitions (rabbitmqctl import_definitions) for FILEs."""
+    """Write RabbitMQ definitions, Kubernetes resources or an AsyncAPI document for FILEs."""
     settings = settings_from(url, log_format)
     topology = load_topology(list(files))
     declarations = expand(topology)
     target = vhost if vhost is not None else vhost_of(settings.urls[0])
+    if fmt == "definitions":
+        if output is None:
+            raise click.UsageError("Missing option '-o' / '--output'.")
+        _export_definitions(topology, declarations, target, output)
+        return
+    app = load_app(app_target) if app_target is not None else None
+    if fmt == "k8s":
+        if cluster is None:
+            raise click.UsageError("--format k8s needs --cluster NAME (the RabbitmqCluster)")
+        if min_replicas > max_replicas:
+            raise click.UsageError("--min-replicas is larger than --max-replicas")
+        exports.write_k8s(
+            topology,
+            declarations,
+            k8s.Cluster(cluster, target, namespace),
+            app,
+            k8s.Scaling(min_replicas, max_replicas, host_env),
+            deployment_prefix or (exports.module_of(app_target) if app_target else "rabbitflow"),
+            output or "-",
+        )
+        return
+    exports.write_asyncapi(
+        topology, declarations, target, app, settings, list(files), output or "-"
+    )
+
+
+def _export_definitions(
+    topology: Topology, declarations: Declarations, target: str, output: str
+) -> None:
     document = to_definitions(declarations, target, topology)
     _write(output, json.dumps(document, indent=2) + "\n")
     skipped = worker_owned_queues(declarations)
     if output != "-":
         click.echo(
             f"wrote {len(document['exchanges'])} exchanges, {len(document['queues'])} "
-            f"queues, {len(document['bindings'])} bindings for vhost {target!r} "
-            f"to {output}"
+            f"queues, {len(document['bindings'])} bindings, {len(document['policies'])} "
+            f"policies for vhost {target!r} to {output}"
         )
     if skipped:
         click.echo(f"left out (declared by workers): {', '.join(skipped)}", err=True)
@@ -245,23 +330,30 @@ def export(
 def import_(
     definitions: str, output: str, vhost: str | None, url: str | None, log_format: str | None
 ) -> None:
-    """Turn a broker's exported definitions into a topology file."""
+    """Turn a broker's exported definitions into a topology file.
+
+    What a topology cannot hold (policies, shovels, plugin exchanges…) is left out with one
+    warning line per kind on stderr; the exit status is still 0.
+    """
     document = _read_json(definitions)
     adopted = adopt(declarations_from_definitions(document, vhost), retry_metadata(document))
+    adopted.warnings += [kind.describe() for kind in not_imported(document, vhost)]
+    problems = check_imported(adopted.document, definitions)
+    if problems:
+        for line in problems[:-1]:
+            click.echo(f"error: {line}", err=True)
+        fail(problems[-1])
     text = adopted.to_yaml()
-    try:
-        topology = load_text(text, output)
-    except TopologyError as exc:  # a bug of ours, not of the user's definitions
-        raise ConfigError(
-            f"the topology read from {definitions} does not validate: {exc.problems[0]}"
-        ) from None
     _write(output, text)
+    for line in adopted.warnings:
+        click.echo(f"warning: {line}", err=True)
     for note in adopted.notes:
         click.echo(f"note: {note}", err=True)
     if output != "-":
+        document_out = adopted.document
         click.echo(
-            f"wrote {len(topology.exchanges)} exchanges and {len(topology.queues)} "
-            f"queues to {output}"
+            f"wrote {len(document_out.get('exchanges', {}))} exchanges and "
+            f"{len(document_out.get('queues', {}))} queues to {output}"
         )
 
 

@@ -8,19 +8,28 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import click
 import structlog
 
+from rabbitflow.amqp.publish import check_destination
 from rabbitflow.cli.main import common_options, fail, main, run_async, settings_from
-from rabbitflow.errors import ConfigError, RabbitflowError
+from rabbitflow.errors import AppImportError, ConfigError, RabbitflowError
 from rabbitflow.settings import mask_url
 
 
 def load_app(target: str) -> Any:
-    """Import ``MODULE:ATTR`` (the current directory on the path, as uvicorn does)."""
+    """Import ``MODULE:ATTR`` (the current directory on the path, as uvicorn does).
+
+    Raises:
+        AppImportError: the module has a syntax error, imports a missing package or
+            raises at import; the message names the file, line and error.
+        ConfigError: the target is malformed or is not an App.
+    """
     from rabbitflow.app import App
 
     module_name, _, attr = target.partition(":")
@@ -31,13 +40,58 @@ def load_app(target: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name and module_name.startswith(exc.name) and not user_frames(exc):
             raise ConfigError(f"cannot import module {module_name!r}: {exc}") from None
-        raise
+        raise AppImportError(import_failure(module_name, exc), exc) from None
+    except Exception as exc:  # whatever the user's module raises at import
+        raise AppImportError(import_failure(module_name, exc), exc) from None
     app = getattr(module, attr, None)
     if not isinstance(app, App):
         raise ConfigError(f"{target!r} is not a rabbitflow App (found {type(app).__name__})")
     return app
+
+
+def import_failure(module: str, exc: BaseException) -> str:
+    """One line for a module that failed to import: where, and what."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{_relative(exc.filename)}:{exc.lineno}"
+        return f"cannot import {module!r}: {where}: {type(exc).__name__}: {exc.msg}"
+    frames = user_frames(exc)
+    where = f"{_relative(frames[-1].filename)}:{frames[-1].lineno}: " if frames else ""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"cannot import {module!r}: {where}{text} (--traceback shows where)"
+
+
+def user_frames(exc: BaseException) -> list[traceback.FrameSummary]:
+    """The frames of a traceback that are the user's: not importlib's, click's or
+    rabbitflow's own."""
+    own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    skipped = tuple(
+        os.path.dirname(os.path.abspath(path)) + os.sep
+        for path in (os.path.join(own, "x"), click.__file__, importlib.__file__)
+    )
+    return [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen ")
+        and not os.path.abspath(frame.filename).startswith(skipped)
+    ]
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` reduced to the user's frames (for ``--traceback``)."""
+    lines = ["Traceback (your code, most recent call last):\n"]
+    lines += traceback.format_list(user_frames(exc))
+    lines += traceback.format_exception_only(exc)
+    return "".join(lines)
+
+
+def _relative(path: str) -> str:
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if relative.startswith("..") else relative
 
 
 @main.command()
@@ -81,6 +135,12 @@ def load_app(target: str) -> Any:
     help="Exit non-zero when the broker cancels a consumer, instead of "
     "redeclaring the queue and resuming.",
 )
+@click.option(
+    "--traceback",
+    "show_traceback",
+    is_flag=True,
+    help="When MODULE fails to import, also print the traceback of your own code.",
+)
 @common_options
 def run(
     target: str,
@@ -92,6 +152,7 @@ def run(
     shutdown_timeout: float | None,
     metrics_port: int | None,
     exit_on_cancel: bool,
+    show_traceback: bool,
     url: str | None,
     log_format: str | None,
 ) -> None:
@@ -118,6 +179,10 @@ def run(
             app.declare = False
         selected = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
         app.run(selected, prefetch=prefetch, exit_on_cancel=exit_on_cancel)
+    except AppImportError as exc:
+        if show_traceback:
+            click.echo(user_traceback(exc.error), err=True, nl=False)
+        fail(str(exc))
     except RabbitflowError as exc:
         fail(str(exc))
 
@@ -206,6 +271,61 @@ def _parse_body(text: str) -> object:
         return text
 
 
+def _is_json_type(content_type: str | None) -> bool:
+    if content_type is None:
+        return True
+    kind = content_type.split(";")[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def _command_line_body(text: str, content_type: str | None) -> object:
+    """The BODY argument: JSON when it parses as JSON, else text. A body that looks like
+    JSON (``{`` or ``[`` first) but does not parse is an error, unless ``--content-type``
+    names a type other than JSON; with ``--content-type`` the text is sent as written."""
+    looks_like_json = text.lstrip()[:1] in ("{", "[")
+    if (looks_like_json or content_type is not None) and _is_json_type(content_type):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            if not looks_like_json:
+                raise ConfigError(
+                    f"BODY is not valid JSON ({exc.msg} at line {exc.lineno} column "
+                    f"{exc.colno}) but --content-type is {content_type}"
+                ) from None
+            raise ConfigError(
+                f"BODY looks like JSON but does not parse: {exc.msg} at line {exc.lineno} "
+                f"column {exc.colno} (char {exc.pos}); fix it, or pass "
+                "--content-type text/plain to send it as text"
+            ) from None
+        return text if content_type is not None else value
+    if content_type is not None:
+        return text
+    return _parse_body(text)
+
+
+def _read_body_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _expiration(value: str | None) -> str | None:
+    """``--expiration``: a duration (``30s``, ``500ms``) or int ms, as AMQP's string."""
+    if value is None:
+        return None
+    from rabbitflow.units import parse_duration
+
+    try:
+        ms = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"--expiration: {exc}") from None
+    if ms < 0 or ms > 2**32 - 1:
+        raise ConfigError("--expiration must be between 0 and 4294967295 ms")
+    return str(ms)
+
+
 def _read_jsonl(path: str) -> list[object]:
     """Every body of a JSON-lines file, checked before anything is sent."""
     bodies: list[object] = []
@@ -243,7 +363,24 @@ def _parse_headers(pairs: tuple[str, ...]) -> dict[str, object]:
     type=click.Path(dir_okay=False),
     help="A JSON-lines file: one message body a line.",
 )
+@click.option(
+    "--body-file",
+    type=click.Path(dir_okay=False),
+    help="Send this file's bytes as one raw body (content type from --content-type, "
+    "else application/octet-stream).",
+)
 @click.option("--header", "header", multiple=True, metavar="K=V", help="A header (repeatable).")
+@click.option(
+    "--content-type",
+    default=None,
+    help="Send BODY as written with this content type (default: JSON when BODY is "
+    "JSON, else text/plain).",
+)
+@click.option("--message-id", default=None, help="The message id (default: a new uuid).")
+@click.option("--correlation-id", default=None, help="The correlation id.")
+@click.option(
+    "--expiration", default=None, help="Per-message TTL: a duration (30s, 500ms) or int ms."
+)
 @click.option(
     "--count",
     type=click.IntRange(1),
@@ -268,7 +405,12 @@ def publish(
     routing_key: str,
     body: str | None,
     file: str | None,
+    body_file: str | None,
     header: tuple[str, ...],
+    content_type: str | None,
+    message_id: str | None,
+    correlation_id: str | None,
+    expiration: str | None,
     count: int,
     rate: float | None,
     window: int,
@@ -282,23 +424,49 @@ def publish(
     """
     settings = settings_from(url, log_format)
     try:
-        if (body is None) == (file is None):
-            raise ConfigError("give a BODY argument or --file F.jsonl (one of them)")
-        bodies = _read_jsonl(file) if file else [_parse_body(str(body))]
+        if sum(x is not None for x in (body, file, body_file)) != 1:
+            raise ConfigError("give a BODY argument, --file F.jsonl or --body-file PATH (one)")
+        check_destination(exchange, routing_key)
+        bodies: list[object]
+        if body_file is not None:
+            bodies = [_read_body_file(body_file)]
+        elif file is not None:
+            bodies = list(_read_jsonl(file))
+        else:
+            bodies = [_command_line_body(str(body), content_type)]
         headers = _parse_headers(header)
+        options = Options(
+            message_id,
+            correlation_id,
+            content_type or ("application/octet-stream" if body_file else None),
+            _expiration(expiration),
+        )
     except ConfigError as exc:
         fail(str(exc))
-    total = len(bodies) * count
     summary = run_async(
-        _publish(settings, exchange, routing_key, bodies, count, headers, rate, window, total)
+        _publish(settings, exchange, routing_key, bodies, count, headers, options, rate, window)
     )
     click.echo(summary.text)
+    for line in summary.errors:
+        click.echo(f"error: {line}", err=True)
     if not summary.ok:
         sys.exit(1)
 
 
+@dataclass(frozen=True)
+class Options:
+    """Properties ``publish`` gives every message it sends."""
+
+    message_id: str | None = None
+    correlation_id: str | None = None
+    content_type: str | None = None
+    expiration: str | None = None
+
+
 class _Summary:
-    def __init__(self, result: Any, elapsed: float, total: int, url: str) -> None:
+    def __init__(
+        self, result: Any, elapsed: float, total: int, url: str, exchange: str, key: str
+    ) -> None:
         self.ok = bool(result.ok) and len(result.confirmed) == total
         rate = total / elapsed if elapsed > 0 else 0.0
         failed = f", {len(result.failed)} failed" if result.failed else ""
@@ -307,8 +475,16 @@ class _Summary:
             f"{len(result.returned)} returned, {len(result.nacked)} nacked{failed} "
             f"in {elapsed:.2f}s ({rate:.0f} msg/s)"
         )
+        where = f"exchange {exchange or '(default)'!r} with routing key {key!r}"
+        self.errors: list[str] = []
+        if result.returned:
+            self.errors.append(
+                f"{len(result.returned)} returned as unroutable: no queue is bound to {where}"
+            )
+        if result.nacked:
+            self.errors.append(f"{len(result.nacked)} nacked by the broker ({where})")
         if result.failed:
-            self.text += "\n" + f"first failure: {next(iter(result.failed.values()))}"
+            self.errors.append(f"first failure: {next(iter(result.failed.values()))}")
 
 
 async def _publish(
@@ -318,9 +494,9 @@ async def _publish(
     bodies: list[object],
     count: int,
     headers: dict[str, object],
+    options: Options,
     rate: float | None,
     window: int,
-    total: int,
 ) -> _Summary:
     from rich.progress import Progress
 
@@ -330,7 +506,16 @@ async def _publish(
     def messages() -> Iterator[Outgoing]:
         for _ in range(count):
             for body in bodies:
-                yield Outgoing(exchange, routing_key, body, headers or None)
+                yield Outgoing(
+                    exchange,
+                    routing_key,
+                    body,
+                    headers or None,
+                    options.message_id,
+                    options.correlation_id,
+                    options.content_type,
+                    options.expiration,
+                )
 
     async def paced() -> AsyncIterator[Outgoing]:
         start = time.monotonic()
@@ -341,6 +526,7 @@ async def _publish(
                     await asyncio.sleep(delay)
             yield item
 
+    total = len(bodies) * count
     show = total > 1 and sys.stderr.isatty()
     started = time.perf_counter()
     async with Producer(settings=settings, name="rabbitflow-cli") as producer:
@@ -350,7 +536,8 @@ async def _publish(
             result = await producer.publish_many(
                 paced(), window=window, progress=lambda _i: bar.advance(task)
             )
-    return _Summary(result, time.perf_counter() - started, total, mask_url(settings.urls[0]))
+    elapsed = time.perf_counter() - started
+    return _Summary(result, elapsed, total, mask_url(settings.urls[0]), exchange, routing_key)
 
 
 __all__ = ["load_app", "publish", "run"]

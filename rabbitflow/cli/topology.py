@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
-from rabbitflow.amqp.connection import connect
+from rabbitflow.amqp.connection import connect, vhost_of
 from rabbitflow.amqp.declare import DeclareResult, binding_label, conflicts, declare
+from rabbitflow.amqp.management import management_client
+from rabbitflow.amqp.policies import PolicyResult, apply_policies
 from rabbitflow.cli.main import common_options, fail, handle_errors, main, run_async, settings_from
 from rabbitflow.errors import TopologyError
 from rabbitflow.logs import configure_logging
@@ -16,6 +18,7 @@ from rabbitflow.render.graph import Format, render
 from rabbitflow.settings import Settings
 from rabbitflow.topology import Topology, load_topology
 from rabbitflow.topology.expand import Declarations, Role, expand
+from rabbitflow.topology.loader import load_sources
 from rabbitflow.topology.schema import ExchangeBinding
 from rabbitflow.topology.source import read_source
 
@@ -32,16 +35,18 @@ def validate(files: tuple[Path, ...], url: str | None, log_format: str | None) -
 
     Never connects to a broker.
     """
+    # Each file is read once: the summaries use the documents the merge read.
+    sources = [read_source(str(f)) for f in files]
     try:
-        topology = load_topology(files)
+        topology = load_sources(sources)
     except TopologyError as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         count = len(exc.problems)
         click.echo(f"{count} problem{'s' if count != 1 else ''} found", err=True)
         raise SystemExit(1) from None
-    for file in files:
-        click.echo(f"{file}: ok ({summary(file_part(topology, file))})")
+    for file, source in zip(files, sources, strict=True):
+        click.echo(f"{file}: ok ({summary(file_part(topology, source.data))})")
 
 
 @main.command("declare")
@@ -63,10 +68,12 @@ def declare_command(
         return
     settings = settings_from(url, log_format)
     configure_logging(settings.effective_log_format, settings.log_level)
-    results = run_async(_declare(settings, decls))
+    results, policies = run_async(_declare(settings, decls))
     for result in results:
         if result.conflict is None:
             click.echo(str(result))
+    for applied in policies:
+        click.echo(str(applied))
     found = conflicts(results)
     for conflict in found:
         click.echo(f"error: {conflict}", err=True)
@@ -110,14 +117,21 @@ def graph(
         fail(f"cannot write {output}: {exc.strerror or exc}")
 
 
-async def _declare(settings: Settings, decls: Declarations) -> list[DeclareResult]:
+async def _declare(
+    settings: Settings, decls: Declarations
+) -> tuple[list[DeclareResult], list[PolicyResult]]:
     connection = await connect(
         settings.urls, timeout=settings.connect_timeout, heartbeat=settings.heartbeat
     )
     try:
-        return await declare(connection, decls)
+        results = await declare(connection, decls)
     finally:
         await connection.close()
+    if not decls.policies:
+        return results, []
+    async with management_client(settings) as api:
+        policies = await apply_policies(api, vhost_of(settings.urls[0]), decls.policies)
+    return results, policies
 
 
 def _load_or_exit(files: Sequence[Path]) -> Topology:
@@ -129,9 +143,8 @@ def _load_or_exit(files: Sequence[Path]) -> Topology:
         raise SystemExit(1) from None
 
 
-def file_part(topology: Topology, file: Path) -> Topology:
-    """The part of a merged topology that one file declares (for its summary line)."""
-    data = read_source(str(file)).data
+def file_part(topology: Topology, data: object) -> Topology:
+    """The part of a merged topology that one file's document declares (for its summary)."""
     if not isinstance(data, dict):
         return Topology()
 
@@ -181,6 +194,11 @@ def dry_run_lines(decls: Declarations) -> list[str]:
             lines.append(f"would declare queue    {q.name}{_args(q.arguments)}")
     for b in decls.bindings:
         lines.append(f"would bind    binding  {binding_label(b)}")
+    for p in decls.policies:
+        lines.append(
+            f"would set     policy   {p.name} (pattern {p.pattern!r}, apply-to {p.apply_to}, "
+            f"priority {p.priority}) {dict(p.definition)}"
+        )
     return lines
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from rabbitflow.topology.policies import PolicyDecl, policy_declarations
+from rabbitflow.topology.schedule import distinct_delays
 from rabbitflow.topology.schema import (
     Binding,
     DeadLetterTarget,
@@ -95,6 +97,8 @@ class Declarations:
     exchanges: tuple[ExchangeDecl, ...]
     queues: tuple[QueueDecl, ...]
     bindings: tuple[BindingDecl, ...]
+    policies: tuple[PolicyDecl, ...] = ()
+    """Applied through the management API, after the objects."""
 
 
 def expand(topology: Topology) -> Declarations:
@@ -132,14 +136,16 @@ def expand(topology: Topology) -> Declarations:
         if eb.headers is not None:
             args = {"x-match": eb.match or "all", **eb.headers, **args}
         bindings.append(BindingDecl(eb.source, eb.destination, "exchange", eb.routing_key, args))
-    return Declarations(tuple(exchanges), tuple(queues), tuple(bindings))
+    return Declarations(
+        tuple(exchanges), tuple(queues), tuple(bindings), policy_declarations(topology.policies)
+    )
 
 
 def retry_delays(queue: Queue) -> list[int]:
     """The distinct delays (ms) a queue's retry schedule uses, in order of first use."""
     if queue.retry is None:
         return []
-    return list(dict.fromkeys(queue.retry.schedule))
+    return distinct_delays(queue.retry)
 
 
 def dead_letter_route(name: str, queue: Queue) -> tuple[str, str] | None:
@@ -291,6 +297,7 @@ __all__ = [
     "Declarations",
     "ExchangeDecl",
     "ExchangeType",
+    "PolicyDecl",
     "QueueDecl",
     "Role",
     "dead_letter_route",

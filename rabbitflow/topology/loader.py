@@ -11,12 +11,17 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from rabbitflow.errors import Problem, TopologyError
+from rabbitflow.topology.policies import Policy, check_policy
 from rabbitflow.topology.schema import Exchange, ExchangeBinding, Queue, Topology
 from rabbitflow.topology.source import Path, Source, read_source
 from rabbitflow.topology.validate import Located, check_topology, did_you_mean
 
-_SECTIONS: dict[str, type[BaseModel]] = {"exchanges": Exchange, "queues": Queue}
-_TOP_KEYS = ("version", "exchanges", "queues", "bindings")
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "exchanges": Exchange,
+    "queues": Queue,
+    "policies": Policy,
+}
+_TOP_KEYS = ("version", "exchanges", "queues", "bindings", "policies")
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -52,7 +57,7 @@ def load_text(
 def load_sources(sources: Sequence[Source]) -> Topology:
     """Merge and validate sources already read; raise `TopologyError` on any problem."""
     problems: list[Problem] = []
-    merged: dict[str, dict[str, tuple[Source, Path, Any]]] = {"exchanges": {}, "queues": {}}
+    merged: dict[str, dict[str, tuple[Source, Path, Any]]] = {s: {} for s in _SECTIONS}
     raw_bindings: list[tuple[Source, Path, Any]] = []
     for source in sources:
         problems += source.problems
@@ -62,6 +67,9 @@ def load_sources(sources: Sequence[Source]) -> Topology:
 
     exchanges = _parse_section(merged["exchanges"], Exchange, problems)
     queues = _parse_section(merged["queues"], Queue, problems)
+    policies = _parse_section(merged["policies"], Policy, problems)
+    for name, policy in policies.items():
+        problems += check_policy(name, policy)
     bindings: list[Located[ExchangeBinding]] = []
     seen: set[str] = set()
     for source, path, raw in raw_bindings:
@@ -81,6 +89,7 @@ def load_sources(sources: Sequence[Source]) -> Topology:
         exchanges={n: e.value for n, e in exchanges.items()},
         queues={n: q.value for n, q in queues.items()},
         bindings=[b.value for b in bindings],
+        policies={n: p.value for n, p in policies.items()},
     )
 
 
@@ -129,7 +138,7 @@ def _read_document(
                 problems.append(
                     source.problem(
                         path,
-                        f"{section[:-1]} {name!r} is declared "
+                        f"{_SECTIONS[section].__name__.lower()} {name!r} is declared "
                         f"differently in {earlier[0].file}; the same "
                         "object must be identical in every file",
                         at_key=True,

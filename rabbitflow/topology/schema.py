@@ -6,17 +6,40 @@ belong to another queue type, collisions with generated names).
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from rabbitflow.topology.policies import Policy
 from rabbitflow.units import format_duration, parse_duration, parse_size
 
-Duration = Annotated[int, BeforeValidator(parse_duration)]
-"""Milliseconds; written as ``250ms``, ``1s``, ``5m``, ``1h``, ``7d`` or an int."""
+MAX_BROKER_MS = 2**32 - 1
+"""The longest TTL, ``expires`` or delay RabbitMQ accepts, in ms (about 49.7 days)."""
+MAX_AMQP_INT = 2**63 - 1
+"""The largest integer an AMQP table (queue arguments) can carry."""
 
-Size = Annotated[int, BeforeValidator(parse_size)]
+
+def _within_broker_ms(ms: int) -> int:
+    if ms > MAX_BROKER_MS:
+        raise ValueError(f"must be at most {MAX_BROKER_MS} ms (about 49 days), the broker's limit")
+    return ms
+
+
+def _within_amqp_int(value: int) -> int:
+    if value > MAX_AMQP_INT:
+        raise ValueError(f"must be at most {MAX_AMQP_INT}, AMQP's largest integer")
+    return value
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration), AfterValidator(_within_broker_ms)]
+"""Milliseconds; written as ``250ms``, ``1s``, ``5m``, ``1h``, ``7d`` or an int; at most
+`MAX_BROKER_MS`."""
+AmqpInt = Annotated[int, AfterValidator(_within_amqp_int)]
+"""An integer the broker receives as a queue argument."""
+
+Size = Annotated[int, BeforeValidator(parse_size), AfterValidator(_within_amqp_int)]
 """Bytes; written as an int or with B/KiB/MiB/GiB (and KB/MB/GB)."""
 
 PositiveDuration = Annotated[Duration, Field(gt=0)]
@@ -76,6 +99,11 @@ class Backoff(StrEnum):
     """``delay`` every time."""
 
 
+Match = Literal["all", "any", "all-with-x", "any-with-x"]
+"""A headers binding's ``x-match``: ``all`` or ``any`` of its headers; the ``-with-x``
+variants (RabbitMQ 3.10) also compare headers whose name starts with ``x-``."""
+
+
 class Exchange(_Model):
     """An exchange, keyed by its name under ``exchanges:``."""
 
@@ -93,7 +121,7 @@ class Binding(_Model):
     exchange: str
     routing_key: str | None = None
     routing_keys: list[str] | None = None
-    match: Literal["all", "any"] | None = None
+    match: Match | None = None
     headers: dict[str, Any] | None = None
     arguments: Arguments = Field(default_factory=dict)
 
@@ -118,7 +146,7 @@ class ExchangeBinding(_Model):
     source: str
     destination: str
     routing_key: str = ""
-    match: Literal["all", "any"] | None = None
+    match: Match | None = None
     headers: dict[str, Any] | None = None
     arguments: Arguments = Field(default_factory=dict)
 
@@ -126,7 +154,7 @@ class ExchangeBinding(_Model):
 class RetryPolicy(_Model):
     """When and how often a failed message is tried again, through TTL delay queues."""
 
-    max_retries: int = Field(default=3, ge=0)
+    max_retries: AmqpInt = Field(default=3, ge=0)
     backoff: Backoff = Backoff.EXPONENTIAL
     delay: PositiveDuration = 1000
     multiplier: float = Field(default=2.0, gt=0)
@@ -134,11 +162,16 @@ class RetryPolicy(_Model):
     delays: list[PositiveDuration] | None = Field(default=None, min_length=1)
 
     def delay_for(self, retry: int) -> int:
-        """The delay in ms before retry number ``retry`` (1 for the first retry)."""
+        """The delay in ms before retry number ``retry`` (1 for the first retry).
+
+        Never overflows: an exponential delay past every broker limit is `_HUGE_MS`
+        (validation refuses a schedule that reaches it without ``max_delay``).
+        """
+        retry = max(1, retry)
         if self.delays is not None:
             ms = self.delays[min(retry, len(self.delays)) - 1]
         elif self.backoff is Backoff.EXPONENTIAL:
-            ms = round(self.delay * self.multiplier ** (retry - 1))
+            ms = _exponential(self.delay, self.multiplier, retry - 1)
         elif self.backoff is Backoff.LINEAR:
             ms = self.delay * retry
         else:
@@ -147,8 +180,22 @@ class RetryPolicy(_Model):
 
     @property
     def schedule(self) -> tuple[int, ...]:
-        """The delay before each retry, in ms: ``schedule[0]`` precedes attempt 2."""
+        """The delay before each retry, in ms: ``schedule[0]`` precedes attempt 2.
+
+        One entry per retry: for the distinct delays of a long schedule use
+        `rabbitflow.topology.schedule.distinct_delays`, which does not build this.
+        """
         return tuple(self.delay_for(n) for n in range(1, self.max_retries + 1))
+
+
+_HUGE_MS = 2**64
+"""An exponential delay beyond any limit: computed as this instead of overflowing."""
+
+
+def _exponential(delay: int, multiplier: float, power: int) -> int:
+    if multiplier > 1 and math.log(delay) + power * math.log(multiplier) > math.log(_HUGE_MS):
+        return _HUGE_MS
+    return min(_HUGE_MS, round(delay * multiplier**power))
 
 
 class DeadLetterTarget(_Model):
@@ -207,15 +254,16 @@ class Queue(_Model):
     durable: bool = True
     exclusive: bool = False
     auto_delete: bool = False
-    max_length: int | None = Field(default=None, ge=0)
+    max_length: AmqpInt | None = Field(default=None, ge=0)
     max_length_bytes: Annotated[Size, Field(ge=0)] | None = None
     overflow: Overflow | None = None
     message_ttl: Annotated[Duration, Field(ge=0)] | None = None
     expires: PositiveDuration | None = None
     single_active_consumer: bool = False
-    delivery_limit: int | None = Field(default=None, ge=0)
+    delivery_limit: AmqpInt | None = Field(default=None, ge=0)
     max_priority: int | None = Field(default=None, ge=1, le=255)
-    max_age: PositiveDuration | None = None
+    # A stream's retention is sent as text (`x-max-age: 400D`), not as a 32-bit TTL.
+    max_age: Annotated[int, BeforeValidator(parse_duration), Field(gt=0)] | None = None
     arguments: Arguments = Field(default_factory=dict)
     bind: list[Binding] = Field(default_factory=list)
     retry: RetryPolicy | None = None
@@ -239,6 +287,7 @@ class Topology(_Model):
     exchanges: dict[str, Exchange] = Field(default_factory=dict)
     queues: dict[str, Queue] = Field(default_factory=dict)
     bindings: list[ExchangeBinding] = Field(default_factory=list)
+    policies: dict[str, Policy] = Field(default_factory=dict)
 
 
 def retry_queue_name(queue: str, delay_ms: int) -> str:

@@ -7,6 +7,7 @@ cannot expand without bound, and every value keeps its line and column for error
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
@@ -37,7 +38,7 @@ _ALLOWED_TAGS = {
     "tag:yaml.org,2002:seq",
     "tag:yaml.org,2002:merge",
 }
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def format_path(path: Path) -> str:
@@ -107,8 +108,21 @@ class _Reader:
         if node.tag == "tag:yaml.org,2002:timestamp":
             return node.value  # keep dates as written; no field of ours is a date
         if "${" in node.value:
+            failed = len(self.source.problems)
             expanded = self.expand(node, path)
-            if node.style is None:  # a plain scalar is typed after expansion: ${N} → int
+            plain = not node.style  # None from PyYAML, "" from libyaml
+            if plain and not expanded.strip():
+                # A plain scalar that expands to nothing would be read as null: the
+                # field would silently fall back to its default (max_length dropped).
+                if len(self.source.problems) == failed:
+                    self.fail(
+                        node,
+                        path,
+                        f"{node.value} expands to an empty value; set the variable, give a "
+                        "default, or quote it for an empty string",
+                    )
+                return None
+            if plain:  # a plain scalar is typed after expansion: ${N} → int
                 # PyYAML's resolver is untyped.
                 tag = self.loader.resolve(  # type: ignore[no-untyped-call]
                     yaml.ScalarNode, expanded, (True, False)
@@ -119,22 +133,68 @@ class _Reader:
         return self.loader.construct_object(node)
 
     def expand(self, node: yaml.Node, path: Path) -> str:
-        def substitute(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            value = self.environ.get(name)
-            if value is None or (value == "" and default is not None):
-                if default is None:
-                    self.fail(
-                        node,
-                        path,
-                        f"environment variable {name} is not set "
-                        f"(set it, or write ${{{name}:-default}})",
-                    )
-                    return ""
-                return default
-            return value
+        """Expand ``${VAR}`` and ``${VAR:-default}``; a default may itself hold
+        references (``${A:-${B:-x}}``). A malformed reference is an error, never kept as
+        text: it would become a literal name."""
+        text = str(node.value)
+        try:
+            value, end = self._expand_until(text, 0, node, path, nested=False)
+        except _BadReference as exc:
+            self.fail(node, path, str(exc))
+            return ""
+        assert end == len(text)
+        return value
 
-        return _VAR.sub(substitute, str(node.value))
+    def _expand_until(
+        self, text: str, start: int, node: yaml.Node, path: Path, *, nested: bool
+    ) -> tuple[str, int]:
+        """Expand from ``start`` to the end of ``text`` or, when ``nested``, to the ``}``
+        closing a default; return the text and the index after it."""
+        out: list[str] = []
+        i = start
+        while i < len(text):
+            if nested and text[i] == "}":
+                return "".join(out), i + 1
+            if text.startswith("${", i):
+                value, i = self._reference(text, i, node, path)
+                out.append(value)
+                continue
+            out.append(text[i])
+            i += 1
+        if nested:
+            raise _BadReference(f"unterminated ${{...}} in {text!r}: a '}}' is missing")
+        return "".join(out), i
+
+    def _reference(self, text: str, start: int, node: yaml.Node, path: Path) -> tuple[str, int]:
+        m = _VAR_NAME.match(text, start + 2)
+        if m is None:
+            raise _BadReference(
+                f"invalid variable reference in {text!r}: write ${{NAME}} or "
+                "${NAME:-default} (NAME: letters, digits, _)"
+            )
+        name, i = m.group(), m.end()
+        default: str | None = None
+        if text.startswith(":-", i):
+            default, i = self._expand_until(text, i + 2, node, path, nested=True)
+        elif text.startswith("}", i):
+            i += 1
+        else:
+            raise _BadReference(
+                f"invalid variable reference in {text!r}: after ${{{name} comes '}}' "
+                "or ':-default}'"
+            )
+        value = self.environ.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                self.fail(
+                    node,
+                    path,
+                    f"environment variable {name} is not set "
+                    f"(set it, or write ${{{name}:-default}})",
+                )
+                return "", i
+            return default, i
+        return value, i
 
     def read_mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
@@ -150,7 +210,10 @@ class _Reader:
                 tag = key_node.tag.replace("tag:yaml.org,2002:", "!!")
                 self.fail(key_node, path, f"tag {tag} is not allowed in topology files")
                 continue
+            reported = len(self.source.problems)
             key = self.read_scalar(key_node, path)
+            if key is None and len(self.source.problems) > reported:
+                continue  # a bad ${...} in the key, reported already
             if key is None or isinstance(key, bool | float):
                 self.fail(key_node, path, f"key {key_node.value!r} must be a string")
                 continue
@@ -182,6 +245,10 @@ class _Reader:
         return merged
 
 
+class _BadReference(Exception):
+    """A ``${`` that does not start a well-formed reference."""
+
+
 class _TooLarge(Exception):
     def __init__(self, node: yaml.Node) -> None:
         self.node = node
@@ -191,7 +258,37 @@ class _TooDeep(_TooLarge):
     pass
 
 
-def _too_deep(text: str) -> tuple[int, int] | None:
+_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", None)
+"""libyaml's parser, when PyYAML was built with it: the same events and nodes, about ten
+times faster than the pure-Python one."""
+
+
+def _compose(text: str) -> yaml.Node | tuple[int, int] | None:
+    """The document's node graph, or where it nests too deeply.
+
+    With libyaml the document is parsed by it; a document libyaml refuses is parsed again
+    by the pure-Python parser, whose messages (and positions) are the ones reported.
+
+    Raises:
+        yaml.YAMLError: for a syntax error.
+    """
+    loaders: list[Any] = [yaml.SafeLoader] if _FAST_LOADER is None else [_FAST_LOADER]
+    if _FAST_LOADER is not None:
+        loaders.append(yaml.SafeLoader)
+    for loader in loaders:
+        try:
+            too_deep = _too_deep(text, loader)
+            if too_deep is not None:
+                return too_deep
+            node: yaml.Node | None = yaml.compose(text, Loader=loader)
+            return node
+        except yaml.YAMLError:
+            if loader is yaml.SafeLoader:
+                raise
+    raise AssertionError("unreachable: the last loader raises or returns")
+
+
+def _too_deep(text: str, loader: Any = yaml.SafeLoader) -> tuple[int, int] | None:
     """Where (line, column, from 1) nesting first exceeds `MAX_DEPTH`, from parser events.
 
     PyYAML's composer recurses once per level, so a document of ten thousand ``[`` would
@@ -199,7 +296,7 @@ def _too_deep(text: str) -> tuple[int, int] | None:
     recurse.
     """
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             mark = event.start_mark
@@ -208,6 +305,51 @@ def _too_deep(text: str) -> tuple[int, int] | None:
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
     return None
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values reading ``node`` visits at most, aliases expanded, in time linear in
+    the document (each node counted once, by identity). An upper bound: the reader also
+    skips some entries (bad keys)."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.tag == "tag:yaml.org,2002:merge" and isinstance(value, yaml.SequenceNode):
+                size += sum(_expanded_size(item, memo) for item in value.value)
+            else:
+                size += _expanded_size(value, memo)
+    elif isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, memo) for item in node.value)
+    memo[id(node)] = min(size, MAX_NODES + 1)
+    return memo[id(node)]
+
+
+def _find_overflow(node: yaml.Node, count: list[int], depth: int) -> None:
+    """Visit values in the reader's order, counting only, and raise `_TooLarge` at the
+    node where the reader would: an alias bomb is refused in a fraction of the time the
+    full reader takes to reach its limit. Returns quietly when the document nests too deeply
+    first (`_TooDeep`) or the bound was not reached (the reader then reports it)."""
+    count[0] += 1
+    if count[0] > MAX_NODES:
+        raise _TooLarge(node)
+    if depth > MAX_DEPTH:
+        raise _TooDeep(node)
+    if node.tag not in _ALLOWED_TAGS:
+        return
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.tag == "tag:yaml.org,2002:merge":
+                items = value.value if isinstance(value, yaml.SequenceNode) else [value]
+                for item in reversed(items):
+                    _find_overflow(item, count, depth + 1)
+            elif isinstance(key, yaml.ScalarNode) and key.tag in _ALLOWED_TAGS:
+                _find_overflow(value, count, depth + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _find_overflow(item, count, depth + 1)
 
 
 def read_source(
@@ -246,18 +388,17 @@ def read_source(
         )
         return source
     try:
-        too_deep = _too_deep(text)
-        if too_deep is not None:
+        node = _compose(text)
+        if isinstance(node, tuple):
             source.problems.append(
                 Problem(
                     file,
-                    *too_deep,
+                    *node,
                     "",
                     f"document refused: nested more than {MAX_DEPTH} levels deep",
                 )
             )
             return source
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -274,6 +415,9 @@ def read_source(
         return source
     reader = _Reader(source, os.environ if environ is None else environ)
     try:
+        if _expanded_size(node, {}) > MAX_NODES:
+            with contextlib.suppress(_TooDeep):  # the reader reports nesting itself
+                _find_overflow(node, [0], 0)  # raises where the reader would, quickly
         source.data = reader.read(node, ())
     except _TooLarge as exc:
         mark = exc.node.start_mark

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from rabbitflow.errors import Problem
+from rabbitflow.topology.names import NameKind, name_problem, short
+from rabbitflow.topology.schedule import (
+    MAX_DELAY_QUEUES,
+    MAX_TTL_MS,
+    delay_queue_count,
+    distinct_delays,
+    longest_delay,
+)
 from rabbitflow.topology.schema import (
+    MAX_AMQP_INT,
     Binding,
     DeadLetterTarget,
     Exchange,
@@ -21,6 +30,7 @@ from rabbitflow.topology.schema import (
     Overflow,
     Queue,
     QueueType,
+    RetryPolicy,
     dead_letter_exchange_name,
     dead_letter_queue_name,
     partition_exchange_name,
@@ -77,6 +87,7 @@ def check_topology(
     problems: list[Problem] = []
     for name, ex in exchanges.items():
         problems += _check_name(name, ex, "exchange")
+        problems += _check_integers(ex, ex.value.arguments, "arguments")
         alt = ex.value.alternate_exchange
         if alt is not None and not _known_exchange(alt, exchange_names):
             problems.append(
@@ -93,6 +104,8 @@ def check_topology(
         problems += _check_queue_bindings(q, exchanges, exchange_names)
         problems += _check_dead_letter(q, exchange_names)
         problems += _check_partitions(q)
+        problems += _check_retry_schedule(q)
+        problems += _check_integers(q, q.value.arguments, "arguments")
     for b in bindings:
         for end in ("source", "destination"):
             ref = getattr(b.value, end)
@@ -106,6 +119,9 @@ def check_topology(
                     )
                 )
         problems += _check_headers_use(b, b.value.source, exchanges, b.value.match, b.value.headers)
+        problems += _check_routing_key(b, b.value.routing_key, "routing_key")
+        problems += _check_integers(b, b.value.arguments, "arguments")
+        problems += _check_integers(b, b.value.headers, "headers")
     problems += _check_generated_names(queues, exchange_names, queue_names)
     return problems
 
@@ -120,13 +136,58 @@ def _exchange_type(name: str, exchanges: dict[str, Located[Exchange]]) -> Exchan
     return BUILTIN_EXCHANGES.get(name)
 
 
-def _check_name(name: str, obj: Located[Any], kind: str) -> Iterator[Problem]:
+def _check_name(name: str, obj: Located[Any], kind: NameKind) -> Iterator[Problem]:
     if not name:
         yield obj.problem(f"{kind} name must not be empty")
     elif name.startswith("amq."):
         yield obj.problem(f"{kind} names starting with 'amq.' are reserved by RabbitMQ")
-    elif len(name.encode()) > 255:
-        yield obj.problem(f"{kind} name is longer than 255 bytes")
+    else:
+        problem = name_problem(name, kind)
+        if problem is not None:
+            yield obj.problem(problem)
+
+
+def _check_routing_key(obj: Located[Any], key: str | None, *at: str | int) -> Iterator[Problem]:
+    problem = None if key is None else name_problem(key, "routing key")
+    if problem is not None:
+        yield obj.problem(problem, *at, at_key=False)
+
+
+def _check_integers(obj: Located[Any], value: object, *at: str | int) -> Iterator[Problem]:
+    """Integers in raw arguments and headers that no AMQP table can carry."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and not -MAX_AMQP_INT - 1 <= value <= MAX_AMQP_INT:
+        yield obj.problem(f"{value} is outside AMQP's 64-bit integer range", *at, at_key=False)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _check_integers(obj, item, *at, key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _check_integers(obj, item, *at, i)
+
+
+def _check_retry_schedule(q: Located[Queue]) -> Iterator[Problem]:
+    """What the broker would refuse of a retry schedule, computed without building it."""
+    retry = q.value.retry
+    if retry is None or q.value.type is QueueType.STREAM:
+        return
+    retry_no, longest = longest_delay(retry)
+    if longest > MAX_TTL_MS:
+        wait = f"{longest} ms" if longest < 2**64 else "more than 2^64 ms"
+        yield q.problem(
+            f"retry {retry_no} would wait {wait}, above the broker's limit of {MAX_TTL_MS} ms "
+            "(about 49 days); set max_delay or an explicit delays: list",
+            "retry",
+        )
+    count = delay_queue_count(retry)
+    if count > MAX_DELAY_QUEUES:
+        needs = f"{count}" if count <= 10_000 else "more than 10000"
+        yield q.problem(
+            f"this retry schedule needs {needs} delay queues (one per distinct delay); at "
+            f"most {MAX_DELAY_QUEUES} are allowed: set max_delay or an explicit delays: list",
+            "retry",
+        )
 
 
 # option → the queue types it is allowed on, when set to anything but its default
@@ -212,6 +273,11 @@ def _check_queue_bindings(
             )
         if binding.routing_key is not None and binding.routing_keys is not None:
             yield q.problem("give routing_key or routing_keys, not both", "bind", i, "routing_keys")
+        yield from _check_routing_key(q, binding.routing_key, "bind", i, "routing_key")
+        for k, key in enumerate(binding.routing_keys or []):
+            yield from _check_routing_key(q, key, "bind", i, "routing_keys", k)
+        yield from _check_integers(q, binding.arguments, "bind", i, "arguments")
+        yield from _check_integers(q, binding.headers, "bind", i, "headers")
         sub = Located(binding, q.source, (*q.path, "bind", i))
         yield from _check_headers_use(
             sub, binding.exchange, exchanges, binding.match, binding.headers
@@ -237,6 +303,8 @@ def _check_headers_use(
 
 def _check_dead_letter(q: Located[Queue], names: set[str]) -> Iterator[Problem]:
     target = q.value.dead_letter
+    if isinstance(target, DeadLetterTarget):
+        yield from _check_routing_key(q, target.routing_key, "dead_letter", "routing_key")
     if isinstance(target, DeadLetterTarget) and not _known_exchange(target.exchange, names):
         yield q.problem(
             f"dead-letter exchange {target.exchange!r} is not declared in any "
@@ -269,7 +337,7 @@ def _check_partitions(q: Located[Queue]) -> Iterator[Problem]:
 def _made_queues(name: str, queue: Queue) -> list[tuple[str, str]]:
     """(generated queue, the option generating it) for one declared queue."""
     made: list[tuple[str, str]] = []
-    delays = set(queue.retry.schedule) if queue.retry is not None else set()
+    delays = _delays(queue.retry)
     if queue.partitions is not None:
         for part in partition_queue_names(name, queue.partitions.count):
             made.append((part, "partitions"))
@@ -281,6 +349,45 @@ def _made_queues(name: str, queue: Queue) -> list[tuple[str, str]]:
     return made
 
 
+def _delays(retry: RetryPolicy | None) -> list[int]:
+    """The distinct delays, or none when there are too many (`_check_retry_schedule`
+    reports that) or one is beyond the broker's limit."""
+    if retry is None:
+        return []
+    delays = distinct_delays(retry)
+    if len(delays) > MAX_DELAY_QUEUES or any(d > MAX_TTL_MS for d in delays):
+        return []
+    return delays
+
+
+def _made_exchanges(name: str, queue: Queue) -> list[tuple[str, str]]:
+    made: list[tuple[str, str]] = []
+    if queue.dead_letters is True:
+        made.append((dead_letter_exchange_name(name), "dead_letter"))
+    if queue.partitions is not None:
+        made.append((partition_exchange_name(name), "partitions"))
+    return made
+
+
+def _check_generated_lengths(
+    q: Located[Queue], name: str, made_queues: list[tuple[str, str]]
+) -> Iterator[Problem]:
+    """Generated names the client could not send: a long queue name's ``Q.retry.1s``."""
+    if name_problem(name, "queue") is not None:
+        return  # the declared name is reported already
+    made: list[tuple[str, str, NameKind]] = [(n, o, "queue") for n, o in made_queues]
+    made += [(n, o, "exchange") for n, o in _made_exchanges(name, q.value)]
+    for generated, option, kind in made:
+        problem = name_problem(generated, kind)
+        if problem is not None:
+            at = (option,) if option in q.value.model_fields_set else ()
+            yield q.problem(
+                f"{option} generates {kind} {short(generated)}: {problem}; shorten the queue name",
+                *at,
+            )
+            return  # one line per queue: every longer name fails the same way
+
+
 def _check_generated_names(
     queues: dict[str, Located[Queue]], exchange_names: set[str], queue_names: set[str]
 ) -> Iterator[Problem]:
@@ -288,6 +395,7 @@ def _check_generated_names(
     for name, q in queues.items():
         queue = q.value
         made_queues = _made_queues(name, queue)
+        yield from _check_generated_lengths(q, name, made_queues)
         if queue.dead_letters is True:
             dlx = dead_letter_exchange_name(name)
             if dlx in exchange_names:
@@ -313,3 +421,10 @@ def _check_generated_names(
                     option,
                 )
             generated[made] = name
+
+
+def queue_problems(queue: Queue) -> list[str]:
+    """The meaning problems of one queue's own options (per-type options, retry), as
+    messages: what `import` checks before writing a queue with schema fields."""
+    located = Located(queue, Source("<queue>"), ())
+    return [p.message for p in (*_check_queue_options(located), *_check_partitions(located))]

@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pamqp.commands import Basic
 from rabbitflow.amqp.publish import Publisher
 from rabbitflow.errors import BodyDecodeError, HandlerTimeout, PublishError, Unroutable
 from rabbitflow.headers import ERROR, ERROR_TYPE
+from rabbitflow.topology.fingerprint import consumer_tag
 from rabbitflow.topology.schema import RetryPolicy, retry_queue_name
 from rabbitflow.worker.acks import Acker
 from rabbitflow.worker.breaker import BreakerState, CircuitBreaker
@@ -81,6 +83,8 @@ class Route:
     retry: RetryPolicy | None
     dead_letter: tuple[str, str] | None
     """(exchange, routing key) for dead letters, or None to nack without requeue."""
+    definition: str = "unknown"
+    """The fingerprint of the queue's declared definition, put in the consumer tag."""
 
 
 class QueueConsumer:
@@ -181,7 +185,12 @@ class QueueConsumer:
     async def _consume(self, prefetch: int) -> None:
         assert self._raw is not None
         await self._raw.basic_qos(prefetch_count=prefetch)
-        ok = await self._raw.basic_consume(self.route.queue, self._on_delivery, no_ack=False)
+        # The tag names rabbitflow and the queue definition: `rabbitflow migrate` reads
+        # it from the broker's consumer list to find workers of an old definition.
+        tag = consumer_tag(self.route.definition, uuid.uuid4().hex[:12])
+        ok = await self._raw.basic_consume(
+            self.route.queue, self._on_delivery, no_ack=False, consumer_tag=tag
+        )
         self._tag = ok.consumer_tag
         self.paused = False
 

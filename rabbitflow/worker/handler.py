@@ -34,6 +34,9 @@ class HandlerSpec:
     body_first: bool
     options: dict[str, Any]
     """Further options (idempotency store, circuit breaker) by name."""
+    body_type: Any = None
+    """The body parameter's annotation (`inspect.Parameter.empty` when unannotated); None
+    when the handler takes no body. Exports read it for the payload's JSON Schema."""
 
     @property
     def name(self) -> str:
@@ -96,15 +99,26 @@ def inspect_handler(
         )
     decoder = None
     body_first = True
+    body_type: Any = None
     if body_params:
         body = body_params[0]
-        decoder = make_decoder(hints.get(body.name, inspect.Parameter.empty))
+        body_type = hints.get(body.name, inspect.Parameter.empty)
+        decoder = make_decoder(body_type)
         body_first = params[0].name == body.name
     # An object whose __call__ is async is an async handler too.
     call = getattr(type(func), "__call__", None)  # noqa: B004 - we need the method itself
     is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)
     return HandlerSpec(
-        func, queue, prefetch, seconds, is_async, decoder, message_param, body_first, options
+        func,
+        queue,
+        prefetch,
+        seconds,
+        is_async,
+        decoder,
+        message_param,
+        body_first,
+        options,
+        body_type,
     )
 
 

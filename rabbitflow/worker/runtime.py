@@ -13,12 +13,16 @@ from typing import Any
 import structlog
 from aio_pika.abc import AbstractConnection
 
-from rabbitflow.amqp.connection import connect, is_open
+from rabbitflow.amqp.connection import connect, is_open, vhost_of
 from rabbitflow.amqp.declare import conflicts, declare
+from rabbitflow.amqp.management import management_client
+from rabbitflow.amqp.migrate import MigrationError, migrations_in_progress
+from rabbitflow.amqp.policies import apply_policies
 from rabbitflow.amqp.publish import Publisher
 from rabbitflow.errors import BrokerUnavailable, RabbitflowError
 from rabbitflow.settings import Settings
-from rabbitflow.topology.expand import Declarations, dead_letter_route, physical_queues
+from rabbitflow.topology.expand import Declarations, dead_letter_route, expand, physical_queues
+from rabbitflow.topology.fingerprint import fingerprint
 from rabbitflow.topology.schema import Topology
 from rabbitflow.worker.consumer import COPY_FAILURE_PAUSE, QueueConsumer, Route
 from rabbitflow.worker.handler import HandlerSpec
@@ -38,8 +42,12 @@ def routes_for(topology: Topology, queue: str) -> list[Route]:
     partitions), with their failure routes."""
     declared = topology.queues[queue]
     dead_letter = dead_letter_route(queue, declared)
+    definitions = {
+        q.name: fingerprint(q.durable, q.arguments)
+        for q in expand(Topology(queues={queue: declared})).queues
+    }
     return [
-        Route(physical, queue, declared.retry, dead_letter)
+        Route(physical, queue, declared.retry, dead_letter, definitions.get(physical, "unknown"))
         for physical in physical_queues(topology, queue)
     ]
 
@@ -150,6 +158,7 @@ class Worker:
             BrokerUnavailable: when the broker cannot be reached at start (fail fast).
             DeclareConflict: when the topology conflicts with the broker.
         """
+        await self._apply_policies()
         await self._open()
         self.watchdog.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitflow-supervisor")
@@ -176,9 +185,37 @@ class Worker:
         self.connection = connection
         log.info("worker connected", consumers=len(self.consumers))
 
+    async def _apply_policies(self) -> None:
+        # Once at start, before the queues: the broker applies a policy to queues declared
+        # after it as to those before. A reconnect does not re-apply (policies are not
+        # lost with a connection).
+        if self.declarations is None or not self.declarations.policies:
+            return
+        if self.settings.urls[0].startswith("memory:"):
+            log.info("policies not applied: the in-memory broker has no management API")
+            return
+        async with management_client(self.settings) as api:
+            results = await apply_policies(
+                api, vhost_of(self.settings.urls[0]), self.declarations.policies
+            )
+        for result in results:
+            if result.status != "exists":
+                log.info("policy applied", policy=result.name, status=result.status)
+
     async def _declare(self, connection: AbstractConnection) -> None:
         if self.declarations is None:
             return
+        # A queue `rabbitflow migrate` is recreating must not come back under the old
+        # definition: refuse at start, and retry with back-off on a reconnect.
+        busy = await migrations_in_progress(
+            connection, [q.name for q in self.declarations.queues if not q.worker_owned]
+        )
+        if busy:
+            raise MigrationError(
+                f"queue {busy[0]!r} is being migrated by rabbitflow migrate "
+                f"({busy[0]}.migrate exists): let it finish (run it again if it was "
+                "interrupted), then start the worker"
+            )
         # On every (re)connect: exclusive and auto-delete queues died with the old
         # connection, and a queue deleted meanwhile comes back (declaring is idempotent).
         found = conflicts(await declare(connection, self.declarations, include_worker_owned=True))

@@ -23,7 +23,10 @@ HOME = "/var/lib/rabbitmq"  # holds the .erlang.cookie every node shares
 BASE = Path(os.environ.get("RABBITFLOW_FAULTS_NODES", "/tmp/rabbitflow-faults-nodes"))
 
 
-def _as_rabbitmq(argv: list[str], env: dict[str, str], timeout: float) -> str:
+def _as_rabbitmq(
+    argv: list[str], env: dict[str, str], timeout: float, prefix: tuple[str, ...] = ()
+) -> str:
+    """Run ``argv`` as the rabbitmq user; ``prefix`` goes first (``ip netns exec NS``)."""
     full = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": HOME,
@@ -31,7 +34,16 @@ def _as_rabbitmq(argv: list[str], env: dict[str, str], timeout: float) -> str:
         "LC_ALL": "C.UTF-8",
         **env,
     }
-    cmd = ["runuser", "-u", "rabbitmq", "--", "env", *(f"{k}={v}" for k, v in full.items()), *argv]
+    cmd = [
+        *prefix,
+        "runuser",
+        "-u",
+        "rabbitmq",
+        "--",
+        "env",
+        *(f"{k}={v}" for k, v in full.items()),
+        *argv,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(
@@ -61,6 +73,8 @@ class Node:
     dist_port: int = field(init=False)
     tls_port: int = field(init=False)
     dir: Path = field(init=False)
+    prefix: tuple[str, ...] = field(init=False, default=())
+    """Goes before every command run for this node (netns.NsNode: ``ip netns exec NS``)."""
 
     def __post_init__(self) -> None:
         self.name = f"rffaults{self.index}@localhost"
@@ -99,6 +113,9 @@ class Node:
             f"@127.0.0.1:{self.port}/{quote(vhost, safe='')}{q}"
         )
 
+    def listener(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
     def prepare(self, *, fresh: bool = True) -> None:
         """Write the node's files (data wiped when ``fresh``)."""
         if fresh and self.dir.exists():
@@ -108,7 +125,7 @@ class Node:
         (self.dir / "enabled_plugins").write_text("[].\n")
         (self.dir / "rabbitmq-env.conf").write_text("")
         (self.dir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.1 = 127.0.0.1:{self.port}\n"
+            f"listeners.tcp.1 = {self.listener()}\n"
             "loopback_users = none\n"
             "log.console = false\nlog.file.level = info\n"
             "cluster_partition_handling = pause_minority\n"
@@ -121,7 +138,9 @@ class Node:
 
     def start(self, *, timeout: float = 60) -> None:
         """Start the node detached and wait until it accepts AMQP connections."""
-        _as_rabbitmq([str(RABBIT_BIN / "rabbitmq-server"), "-detached"], self.env(), 30)
+        _as_rabbitmq(
+            [str(RABBIT_BIN / "rabbitmq-server"), "-detached"], self.env(), 30, self.prefix
+        )
         self.wait_up(timeout)
 
     def wait_up(self, timeout: float = 60) -> None:
@@ -137,12 +156,18 @@ class Node:
     def ctl(self, *args: str, timeout: float = 60) -> str:
         """Run ``rabbitmqctl -n NODE ARGS``."""
         return _as_rabbitmq(
-            [str(RABBIT_BIN / "rabbitmqctl"), "-n", self.name, *args], self.env(), timeout
+            [str(RABBIT_BIN / "rabbitmqctl"), "-n", self.name, *args],
+            self.env(),
+            timeout,
+            self.prefix,
         )
 
     def queues_ctl(self, *args: str, timeout: float = 60) -> str:
         return _as_rabbitmq(
-            [str(RABBIT_BIN / "rabbitmq-queues"), "-n", self.name, *args], self.env(), timeout
+            [str(RABBIT_BIN / "rabbitmq-queues"), "-n", self.name, *args],
+            self.env(),
+            timeout,
+            self.prefix,
         )
 
     def pid(self) -> int | None:

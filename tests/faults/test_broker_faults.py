@@ -147,9 +147,13 @@ async def test_hung_broker_detected_by_heartbeat(
         recovery_s=round(recovery, 2),
     )
     v.record()
-    assert (v.lost, v.unexpected, v.duplicated) == (0, 0, 0)
-    # aiormq declares a connection dead after (heartbeat + 1) * 3 s of silence.
-    assert detected <= (HEARTBEAT + 1) * 3 + 2
+    # At-least-once: an ack written while the broker was stopped may never be read, so
+    # up to a prefetch of deliveries can come again after the reconnect.
+    assert (v.lost, v.unexpected) == (0, 0)
+    assert v.duplicated <= 10
+    # aiormq declares a connection dead after (heartbeat + 1) * 3 s of silence; measured
+    # 9.4-9.8 s, plus what a loaded 2-core machine adds to noticing it in the log.
+    assert detected <= (HEARTBEAT + 1) * 3 + 5
 
 
 async def test_handler_slower_than_consumer_timeout(

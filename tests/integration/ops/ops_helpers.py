@@ -14,7 +14,10 @@ from rabbitflow.topology import Topology
 from rabbitflow.topology.expand import expand
 
 DATA = Path(__file__).parents[2] / "data" / "ops"
-MANAGEMENT_URL = f"http://{os.environ.get('RABBITFLOW_TEST_HOST', '127.0.0.1')}:15672"
+MANAGEMENT_URL = (
+    f"http://{os.environ.get('RABBITFLOW_TEST_HOST', '127.0.0.1')}:"
+    f"{os.environ.get('RABBITFLOW_TEST_MANAGEMENT_PORT', '15672')}"
+)
 
 RABBITFLOW = [sys.executable, "-c", "from rabbitflow.cli.main import main; main()"]
 

@@ -29,36 +29,72 @@ def _store(kind: str, location: str) -> SQLiteStore | RedisStore:
     return RedisStore(url=REDIS_URL, prefix=location)
 
 
-async def _work(kind: str, location: str, worker: int, start: Any, results: Any) -> list[str]:
-    """Process every key once if nobody else did; worker 0 fails every tenth key once."""
+async def _work(
+    kind: str, location: str, worker: int, start: Any, won: list[Any], results: Any
+) -> tuple[list[str], int]:
+    """Process every key once if nobody else did; worker 0 fails every tenth key once.
+
+    Returns the keys this worker processed and how often the store told it that the
+    other worker held or had finished a key (contention seen from the store's answers).
+
+    The race is made certain rather than hoped for: a worker holds the lease of the
+    first key it wins until the other worker has won one too. The other worker meets
+    that held key (the store answers BUSY), defers it and wins the next one, so both
+    take part and contend whatever the scheduler does. The first pass only claims (a
+    BUSY key is deferred, as a broker would redeliver it later); the second pass waits
+    for the deferred keys and retries the failures.
+    """
     processed: list[str] = []
     failed: list[str] = []
+    deferred: list[str] = []
+    contention = 0
     store = _store(kind, location)
     try:
         await store.claim("warm-up-" + str(worker), 1)  # connect before the start signal
         results.put(("ready", worker))
         start.wait()
         for key in KEYS:
+            claim = await store.claim(key, 30)
+            if claim is not Claim.NEW:
+                contention += 1
+                if claim is Claim.BUSY:
+                    deferred.append(key)
+                continue
+            if not won[worker].is_set():
+                won[worker].set()
+                peer_won = await asyncio.to_thread(won[1 - worker].wait, 30)
+                assert peer_won, "the other worker never won a key"
+            await _handle(store, key, worker, processed, failed)
+        for key in deferred:
             if await acquire(store, key, lease=30, poll_interval=0.002, max_wait=30):
-                if worker == 0 and int(key) % 10 == 0:
-                    failed.append(key)
-                    await asyncio.sleep(0.003)
-                    await store.release(key)
-                    continue
-                processed.append(key)
-                await asyncio.sleep(0.001)  # the handler's work: the other worker sees BUSY
-                await store.complete(key)
+                await _handle(store, key, worker, processed, failed)
         for key in failed:  # the retries of the failures
             if await acquire(store, key, lease=30, poll_interval=0.002, max_wait=30):
                 processed.append(key)
                 await store.complete(key)
     finally:
         await store.close()
-    return processed
+    return processed, contention
 
 
-def race_worker(kind: str, location: str, worker: int, start: Any, results: Any) -> None:
-    results.put((worker, asyncio.run(_work(kind, location, worker, start, results))))
+async def _handle(
+    store: SQLiteStore | RedisStore, key: str, worker: int, processed: list[str], failed: list[str]
+) -> None:
+    """The handler of a claimed key: worker 0 fails every tenth key once (released)."""
+    if worker == 0 and int(key) % 10 == 0 and key not in failed:
+        failed.append(key)
+        await asyncio.sleep(0.003)
+        await store.release(key)
+        return
+    processed.append(key)
+    await asyncio.sleep(0.001)  # the handler's work: the other worker sees BUSY
+    await store.complete(key)
+
+
+def race_worker(
+    kind: str, location: str, worker: int, start: Any, won: list[Any], results: Any
+) -> None:
+    results.put((worker, asyncio.run(_work(kind, location, worker, start, won, results))))
 
 
 def hold_lease_and_hang(kind: str, location: str, claimed: Any) -> None:
@@ -103,20 +139,22 @@ async def test_two_processes_racing_process_each_key_exactly_once(
     backend: tuple[str, str], processes: list[Any]
 ) -> None:
     kind, location = backend
-    start, results = CTX.Event(), CTX.Queue()
+    start, results, won = CTX.Event(), CTX.Queue(), [CTX.Event(), CTX.Event()]
     for worker in (0, 1):
-        p = CTX.Process(target=race_worker, args=(kind, location, worker, start, results))
+        p = CTX.Process(target=race_worker, args=(kind, location, worker, start, won, results))
         p.start()
         processes.append(p)
     ready = await asyncio.to_thread(lambda: [results.get(timeout=60) for _ in "ab"])
     assert sorted(ready) == [("ready", 0), ("ready", 1)]
     start.set()  # both are connected: start them together
     outcome = dict(await asyncio.to_thread(lambda: [results.get(timeout=90) for _ in "ab"]))
-    counts = Counter(outcome[0] + outcome[1])
+    (processed_0, contention_0), (processed_1, contention_1) = outcome[0], outcome[1]
+    counts = Counter(processed_0 + processed_1)
     assert set(counts) == set(KEYS)
     assert max(counts.values()) == 1, [k for k, n in counts.items() if n > 1]
-    assert outcome[0], "both workers won some keys: they really raced"
-    assert outcome[1], "both workers won some keys: they really raced"
+    assert processed_0, "both workers won some keys: they really raced"
+    assert processed_1, "both workers won some keys: they really raced"
+    assert contention_0 + contention_1 > 0, "the store answered BUSY or DONE: they contended"
 
 
 @pytest.mark.slow

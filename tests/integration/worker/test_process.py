@@ -75,6 +75,10 @@ async def test_kill_9_mid_batch_loses_nothing(
     w.process.kill()
     w.process.wait()
     w.start()
+    # The first worker may have finished every message before the kill landed (a loaded
+    # machine): wait for the new one to consume, so stop() never meets a worker still
+    # importing (which SIGTERM ends with -15, not a graceful 0).
+    await started_consuming(vhost)
     await wait_for(
         lambda: len(w.done()) == 2000, timeout=60, interval=0.2, message="all 2000 handled"
     )

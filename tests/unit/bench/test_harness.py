@@ -98,3 +98,12 @@ def test_only_rabbitflows_queue_gets_the_retry_policy() -> None:
     text = topology_text(case, ["bench.aiopika.pydantic", "bench.rabbitflow"])
     assert "  bench.aiopika.pydantic: {}\n" in text
     assert "  bench.rabbitflow:\n    retry: {max_retries: 3, backoff: fixed, delay: 1ms}" in text
+
+
+def test_import_scale_quick_run_reports_every_case() -> None:
+    from benchmarks.import_scale import CASES, run, table
+
+    rows = run(list(CASES), scale=100)
+    assert [r["case"] for r in rows] == list(CASES)
+    assert rows[2]["queues"] == 2 * 100 and rows[2]["bindings"] == 100 * 11
+    assert table(rows).count("\n") == len(CASES) + 1

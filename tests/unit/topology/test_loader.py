@@ -145,3 +145,34 @@ class TestHostileYaml:
         assert _problems(caught) == [
             "<string>:2:67: document refused: nested more than 64 levels deep"
         ]
+
+
+class TestNestedAndEmptyVariables:
+    def test_a_default_may_hold_a_reference(self) -> None:
+        text = "version: 1\nqueues:\n  ${A:-${B:-x.${C:-c}}}.q: {}\n"
+        assert set(load_text(text, environ={}).queues) == {"x.c.q"}
+        assert set(load_text(text, environ={"B": "b"}).queues) == {"b.q"}
+        assert set(load_text(text, environ={"A": "a"}).queues) == {"a.q"}
+
+    def test_an_unset_inner_variable_is_named_not_kept_as_text(self) -> None:
+        with pytest.raises(TopologyError) as caught:
+            load_text("version: 1\nqueues:\n  ${A:-${UX_SET_B}}: {}\n", environ={})
+        assert _problems(caught) == [
+            "<string>:3:3: queues: environment variable UX_SET_B is not set "
+            "(set it, or write ${UX_SET_B:-default})"
+        ]
+
+    def test_an_empty_variable_for_a_typed_field_is_an_error(self) -> None:
+        with pytest.raises(TopologyError) as caught:
+            load_text("version: 1\nqueues:\n  jobs:\n    max_length: ${N}\n", environ={"N": ""})
+        assert _problems(caught) == [
+            "<string>:4:17: queues.jobs.max_length: ${N} expands to an empty value; set the "
+            "variable, give a default, or quote it for an empty string"
+        ]
+
+    def test_a_quoted_empty_variable_stays_an_empty_string(self) -> None:
+        text = (
+            "version: 1\nqueues:\n  jobs:\n    bind: [{exchange: amq.topic, routing_key: '${K}'}]\n"
+        )
+        topology = load_text(text, environ={"K": ""})
+        assert topology.queues["jobs"].bind[0].routing_key == ""
