@@ -1,5 +1,6 @@
 """rabbitflow: RabbitMQ topology in YAML, plain handler functions, one CLI."""
 
+from rabbitflow.amqp.rpc import Replies
 from rabbitflow.app import App
 from rabbitflow.errors import (
     BodyDecodeError,
@@ -16,6 +17,7 @@ from rabbitflow.errors import (
     PublishNacked,
     PublishTimeout,
     RabbitflowError,
+    RemoteError,
     RequestTimeout,
     TopologyError,
     Unroutable,
@@ -33,6 +35,7 @@ __all__ = [
     "App",
     "Message",
     "Producer",
+    "Replies",
     "Reject",
     # delivery guarantees and resilience
     "CircuitBreaker",
@@ -61,6 +64,7 @@ __all__ = [
     "PublishNacked",
     "PublishTimeout",
     "RabbitflowError",
+    "RemoteError",
     "RequestTimeout",
     "TopologyError",
     "Unroutable",

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from rabbitflow.amqp.rpc import Replies
 from rabbitflow.errors import ConfigError, HandlerError
 from rabbitflow.exposition import Server, serve
 from rabbitflow.health import Health, worker_health
@@ -247,12 +248,18 @@ class App:
 
     def health(self) -> Health:
         """What ``/healthz`` answers: ok while connected and every consumer is active
-        (paused by an open circuit breaker counts as active)."""
+        (paused by an open circuit breaker counts as active) and none holds a delivery
+        far longer than its handler's timeout allows (`stuck_after`)."""
         worker = self.worker
         if worker is None:
             return worker_health(False, False, [])
+        stuck = []
+        for c in worker.consumers:
+            seconds = c.stuck_for()
+            if seconds is not None and c.stuck_after is not None:
+                stuck.append((c.route.queue, seconds, c.stuck_after))
         return worker_health(
-            True, worker.connected, [(c.route.queue, c.state) for c in worker.consumers]
+            True, worker.connected, [(c.route.queue, c.state) for c in worker.consumers], stuck
         )
 
     def _close_server(self) -> None:
@@ -275,6 +282,17 @@ class App:
                 await self.producer.close()
             finally:
                 self._close_server()
+
+    async def close(self) -> None:
+        """Close everything the app opened: the worker if it runs (as `stop`), and the
+        producer's connection that ``app.publish`` or ``app.request`` opened on first use.
+
+        A script that only publishes needs no ``async with app`` (which would also run the
+        handlers and take messages from the real workers): publish, then ``await
+        app.close()`` — or use a `Producer`. Leaving it open is harmless too: the
+        connection closes with the event loop.
+        """
+        await self.stop()
 
     @property
     def healthy(self) -> bool:
@@ -393,6 +411,7 @@ class App:
 
         Raises:
             RequestTimeout: no reply within ``timeout`` seconds.
+            RemoteError: the responder's handler failed.
         """
         return await self.producer.request(
             exchange, routing_key, body, timeout=timeout, model=model, headers=headers
@@ -407,9 +426,10 @@ class App:
         timeout: float = 5.0,
         expected: int | None = None,
         model: Any = None,
-    ) -> list[Any]:
+    ) -> Replies:
         """Scatter a request to every responder; gather replies until ``expected`` or
-        ``timeout``; returns what arrived."""
+        ``timeout``; returns the answers that arrived (a list), error replies apart in
+        its ``errors``."""
         return await self.producer.gather(
             exchange, routing_key, body, timeout=timeout, expected=expected, model=model
         )
