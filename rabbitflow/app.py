@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any, TypeVar
 
 import structlog
 
-from rabbitflow.errors import ConfigError, HandlerError
+from rabbitflow.errors import ConfigError, HandlerError, LifespanError
 from rabbitflow.exposition import Server, serve
 from rabbitflow.health import Health, worker_health
 from rabbitflow.logs import configure_logging
 from rabbitflow.metrics import Metrics
 from rabbitflow.monitor import Monitor, depth_targets
 from rabbitflow.producer import Producer
+from rabbitflow.router import Router
 from rabbitflow.settings import DEFAULT_PREFETCH, Settings
 from rabbitflow.topology.expand import dead_letter_route, expand, retry_delays
 from rabbitflow.topology.loader import load_topology
@@ -26,13 +28,20 @@ from rabbitflow.topology.validate import did_you_mean
 from rabbitflow.tracing import load as load_tracing
 from rabbitflow.worker.breaker import CircuitBreaker
 from rabbitflow.worker.consumer import QueueConsumer
-from rabbitflow.worker.handler import HandlerSpec, inspect_handler
+from rabbitflow.worker.handler import ExceptionTypes, HandlerOptions, HandlerSpec, inspect_handler
 from rabbitflow.worker.idempotency import IdempotencyStore
 from rabbitflow.worker.message import Message
 from rabbitflow.worker.runtime import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 TopologySource = str | Path | Sequence[str | Path] | Topology
+Lifespan = Callable[["App"], AbstractAsyncContextManager[object]]
+"""``lifespan(app)``: entered before any consumer starts, exited after they all stopped."""
+
+
+class State(SimpleNamespace):
+    """`App.state`: a plain namespace for what the lifespan opens (``app.state.db``)."""
+
 
 log = structlog.get_logger("rabbitflow")
 
@@ -46,6 +55,9 @@ class App:
         url: AMQP URL(s), comma-separated; default ``RABBITFLOW_URL``.
         declare: declare the topology when starting.
         settings: settings to use instead of reading the environment.
+        lifespan: ``lifespan(app)``, an async context manager entered after connecting
+            and declaring and before any consumer starts, and exited after consumers
+            stopped and in-flight work settled; `state` holds what it opens.
     """
 
     def __init__(
@@ -55,6 +67,7 @@ class App:
         url: str | None = None,
         declare: bool = True,
         settings: Settings | None = None,
+        lifespan: Lifespan | None = None,
     ) -> None:
         settings = settings or Settings()
         if url is not None:
@@ -64,7 +77,11 @@ class App:
         if topology is not None:
             self.use_topology(topology)
         self.handlers: dict[str, HandlerSpec] = {}
+        self.lifespan = lifespan
+        self.state = State()
+        """A plain namespace for the lifespan's objects."""
         self.worker: Worker | None = None
+        self._exits: AsyncExitStack | None = None
         self._monitor: Monitor | None = None
         self._server: Server | None = None
         self._use_settings(settings)
@@ -102,6 +119,25 @@ class App:
         for queue in getattr(self, "handlers", {}):
             self._check_queue(queue)
 
+    def include_router(self, router: Router) -> None:
+        """Add a router's handlers (DESIGN.md §7).
+
+        Raises:
+            HandlerError: a queue the topology lacks (with "did you mean"), or a queue that
+                has a handler already; nothing of the router is added then.
+        """
+        for queue, spec in router.handlers.items():
+            self._check_free(queue, spec)
+            self._check_queue(queue)
+        self.handlers.update(router.handlers)
+
+    def _check_free(self, queue: str, spec: HandlerSpec) -> None:
+        taken = self.handlers.get(queue)
+        if taken is not None:
+            raise HandlerError(
+                f"queue {queue!r} has a handler already: {taken.name} (cannot add {spec.name})"
+            )
+
     def _check_queue(self, queue: str) -> None:
         if self.topology is not None and queue not in self.topology.queues:
             raise HandlerError(
@@ -117,6 +153,8 @@ class App:
         idempotency: IdempotencyStore | None = None,
         idempotency_key: Callable[[Message], str | None] | None = None,
         circuit_breaker: CircuitBreaker | None = None,
+        retry_on: ExceptionTypes = (Exception,),
+        dead_letter_on: ExceptionTypes = (),
     ) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``queue``.
 
@@ -132,6 +170,11 @@ class App:
             idempotency_key: the key of a message; its ``message_id`` by default.
             circuit_breaker: stops consuming the queue after consecutive failures and
                 tries one message again after its reset time.
+            retry_on: exception classes retried per the queue's policy (default: every
+                `Exception`).
+            dead_letter_on: exception classes dead-lettered at once. For a failure, the
+                nearest class of the exception's MRO found in either tuple decides; in
+                neither, it is dead-lettered. `Reject` always dead-letters.
 
         Raises:
             HandlerError: the queue is not in the topology, has a handler already, or the
@@ -149,9 +192,13 @@ class App:
                 queue,
                 prefetch=prefetch,
                 timeout=timeout,
-                idempotency=idempotency,
-                idempotency_key=idempotency_key,
-                circuit_breaker=circuit_breaker,
+                options=HandlerOptions(
+                    idempotency=idempotency,
+                    idempotency_key=idempotency_key,
+                    circuit_breaker=circuit_breaker,
+                    retry_on=retry_on,
+                    dead_letter_on=dead_letter_on,
+                ),
             )
             return func
 
@@ -209,12 +256,15 @@ class App:
         if port is not None and self.settings.metrics_dir is None and metrics is not None:
             self._server = serve(port, metrics.registry, self.health)
             log.info("serving /metrics and /healthz", port=self._server.port)
+        exits = AsyncExitStack()
         try:
-            await worker.start()
+            await worker.start(before_consuming=lambda: self._enter_lifespan(exits))
         except BaseException:
+            await exits.aclose()
             self._close_server()
             raise
         self.worker = worker
+        self._exits = exits
         consumed, dead = depth_targets(self.topology, [s.queue for s in specs])
         self._monitor = Monitor(
             metrics,
@@ -227,6 +277,18 @@ class App:
             health_dir=self.settings.metrics_dir,
         )
         self._monitor.start()
+
+    async def _enter_lifespan(self, exits: AsyncExitStack) -> None:
+        if self.lifespan is None:
+            return
+        try:
+            await exits.enter_async_context(self.lifespan(self))
+        except Exception as exc:
+            name = getattr(self.lifespan, "__qualname__", "lifespan")
+            text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise LifespanError(
+                f"lifespan {name} failed on start: {text}; no consumer was started"
+            ) from exc
 
     def _watch(self, metrics: Metrics, worker: Worker, specs: list[HandlerSpec]) -> None:
         assert self.topology is not None
@@ -241,7 +303,7 @@ class App:
                 metrics.add_exchange(route[0])
             consumers = [c for c in worker.consumers if c.route.logical == spec.queue]
             metrics.watch_in_flight(spec.queue, _in_flight_of(consumers))
-            breaker = spec.options.get("circuit_breaker")
+            breaker = spec.options.circuit_breaker
             if breaker is not None:
                 metrics.watch_breaker(spec.queue, breaker)
 
@@ -265,6 +327,7 @@ class App:
         the metrics endpoint."""
         monitor, self._monitor = self._monitor, None
         worker, self.worker = self.worker, None
+        exits, self._exits = self._exits, None
         try:
             if monitor is not None:
                 await monitor.stop()
@@ -272,9 +335,23 @@ class App:
                 await worker.stop(timeout)
         finally:
             try:
-                await self.producer.close()
+                if exits is not None:
+                    await self._exit_lifespan(exits)
             finally:
-                self._close_server()
+                await self._close_producer()
+
+    async def _exit_lifespan(self, exits: AsyncExitStack) -> None:
+        # After every consumer stopped and its in-flight work settled (Worker.stop).
+        try:
+            await exits.aclose()
+        except Exception as exc:
+            log.error("lifespan failed on shutdown", error=f"{type(exc).__name__}: {exc}")
+
+    async def _close_producer(self) -> None:
+        try:
+            await self.producer.close()
+        finally:
+            self._close_server()
 
     @property
     def healthy(self) -> bool:

@@ -25,11 +25,11 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from rabbitflow.amqp.publish import Publisher
+from rabbitflow.codec import encode
 from rabbitflow.errors import BodyDecodeError, HandlerTimeout, PublishError, Unroutable
 from rabbitflow.topology.schema import RetryPolicy, retry_queue_name
 from rabbitflow.worker.acks import Acker
 from rabbitflow.worker.breaker import BreakerState, CircuitBreaker
-from rabbitflow.worker.codec import encode
 from rabbitflow.worker.handler import HandlerSpec
 from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver, message_fields
 from rabbitflow.worker.idempotency import IdempotencyStore, acquire
@@ -120,12 +120,12 @@ class QueueConsumer:
         # Successes are logged at debug level; skip building their fields when filtered.
         enabled = getattr(self._log, "is_enabled_for", None)
         self._log_successes = enabled is None or bool(enabled(logging.DEBUG))
-        self.store: IdempotencyStore | None = spec.options.get("idempotency")
-        self._key_of: Callable[[Message], str | None] = spec.options.get("idempotency_key") or (
+        self.store: IdempotencyStore | None = spec.options.idempotency
+        self._key_of: Callable[[Message], str | None] = spec.options.idempotency_key or (
             lambda m: m.message_id
         )
         self._lease = max(60.0, 2 * (spec.timeout or 0))
-        self.breaker: CircuitBreaker | None = spec.options.get("circuit_breaker")
+        self.breaker: CircuitBreaker | None = spec.options.circuit_breaker
         self.paused = False
         """True while an open circuit breaker holds consumption (on purpose)."""
         self._resume: asyncio.Task[None] | None = None

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import traceback as tb
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from rabbitflow.errors import BodyDecodeError
 from rabbitflow.topology.schema import RetryPolicy
@@ -52,6 +52,32 @@ class Decision:
 
 
 ACK = Decision(Action.ACK)
+
+OutcomeKind = Literal["ack", "retry", "dead_letter", "nack", "requeue", "dropped"]
+"""How a delivery ended (`Outcome.kind`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What was done with one delivery, as `@app.on_settled` observers are told after the
+    broker saw it (DESIGN.md §7)."""
+
+    kind: OutcomeKind
+    """``ack``, ``retry``, ``dead_letter``, ``nack``, ``requeue`` (shutdown, a lost
+    channel, or a copy that could not be published) or ``dropped`` (at-most-once)."""
+    attempt: int
+    """The attempt that ran (1-based)."""
+    delay: float | None = None
+    """For a retry: seconds the copy waits in its delay queue."""
+    destination: str | None = None
+    """The queue or exchange the copy went to (the delay queue, the dead-letter
+    exchange), else None."""
+    error: str | None = None
+    """``Type: message`` of the failure, else None."""
+    seconds: float | None = None
+    """How long the run took (middlewares and handler); None when nothing ran."""
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+    """The exception itself, for observers that report it (Sentry-style); None on ack."""
 
 
 def decide(

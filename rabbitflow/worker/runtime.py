@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -121,18 +121,21 @@ class Worker:
         """Connected, and every consumer consuming (or paused by its circuit breaker)."""
         return self.connected and all(c.state != "down" for c in self.consumers)
 
-    async def start(self) -> None:
-        """Connect, declare (when asked), start every consumer.
+    async def start(self, before_consuming: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Connect, declare (when asked), run ``before_consuming`` (the app's lifespan),
+        start every consumer.
 
         Raises:
             BrokerUnavailable: when the broker cannot be reached at start (fail fast).
             DeclareConflict: when the topology conflicts with the broker.
+            Exception: whatever ``before_consuming`` raised; no consumer started and the
+                connection is closed.
         """
-        await self._open()
+        await self._open(before_consuming)
         self.watchdog.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitflow-supervisor")
 
-    async def _open(self) -> None:
+    async def _open(self, before_consuming: Callable[[], Awaitable[None]] | None = None) -> None:
         s = self.settings
         connection = await connect(
             s.urls,
@@ -144,6 +147,8 @@ class Worker:
         try:
             connection.close_callbacks.add(self._connection_closed)
             await self._declare(connection)
+            if before_consuming is not None:
+                await before_consuming()
             for consumer in self.consumers:
                 await consumer.start(connection)
         except BaseException:
