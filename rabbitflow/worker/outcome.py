@@ -81,19 +81,39 @@ class Outcome:
 
 
 def decide(
-    error: BaseException, *, attempt: int, retry: RetryPolicy | None, dead_letters: bool
+    error: BaseException,
+    *,
+    attempt: int,
+    retry: RetryPolicy | None,
+    dead_letters: bool,
+    filters: Mapping[type[BaseException], bool] | None = None,
 ) -> Decision:
-    """Choose the action after a handler failed on attempt ``attempt`` (1-based).
+    """Choose the action after a handler (or a middleware) failed on attempt ``attempt``
+    (1-based): the one place an outcome is decided (DESIGN.md §2, §7).
 
-    `Reject` and decode failures are dead-lettered at once; any other exception (a
-    timeout included) is retried while the policy allows, then dead-lettered.
+    `Reject` and decode failures are dead-lettered at once. Any other exception is looked
+    up in ``filters`` (class → retry?, from ``retry_on`` and ``dead_letter_on``) by the
+    nearest class of its MRO: retried while the policy allows, then dead-lettered; not
+    found, dead-lettered now. Without filters every `Exception` is retried.
     """
     final = Action.DEAD_LETTER if dead_letters else Action.NACK
     if isinstance(error, Reject | BodyDecodeError):
         return Decision(final)
+    if filters is not None and not retryable(error, filters):
+        return Decision(final)
     if retry is not None and attempt <= retry.max_retries:
         return Decision(Action.RETRY, retry.delay_for(attempt))
     return Decision(final)
+
+
+def retryable(error: BaseException, filters: Mapping[type[BaseException], bool]) -> bool:
+    """Whether the nearest class of ``error``'s MRO found in ``filters`` says retry
+    (as starlette looks up exception handlers); False when none is found."""
+    for cls in type(error).__mro__:
+        found = filters.get(cls)
+        if found is not None:
+            return found
+    return False
 
 
 def describe(error: BaseException) -> str:
