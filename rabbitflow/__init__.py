@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rabbitflow.amqp.rpc import Replies
     from rabbitflow.app import App
     from rabbitflow.errors import (
         BodyDecodeError,
@@ -21,12 +22,14 @@ if TYPE_CHECKING:
         ExchangeNotFound,
         HandlerError,
         HandlerTimeout,
+        LifespanError,
         ManagementError,
         MessageTooLarge,
         PublishError,
         PublishNacked,
         PublishTimeout,
         RabbitflowError,
+        RemoteError,
         RequestTimeout,
         TopologyError,
         Unroutable,
@@ -45,6 +48,7 @@ __all__ = [
     "Message",
     "Outcome",
     "Producer",
+    "Replies",
     "Reject",
     "Router",
     # delivery guarantees and resilience
@@ -62,6 +66,7 @@ __all__ = [
     "DeclareFailed",
     "HandlerError",
     "HandlerTimeout",
+    "LifespanError",
     "BodyDecodeError",
     "ExchangeNotFound",
     "ManagementError",
@@ -70,6 +75,7 @@ __all__ = [
     "PublishNacked",
     "PublishTimeout",
     "RabbitflowError",
+    "RemoteError",
     "RequestTimeout",
     "TopologyError",
     "Unroutable",
@@ -77,12 +83,13 @@ __all__ = [
 
 _ERRORS = {n for n in __all__ if n.endswith(("Error", "Unavailable", "Conflict", "Failed"))}
 _ERRORS |= {"ExchangeNotFound", "HandlerTimeout", "MessageTooLarge", "PublishNacked"}
-_ERRORS |= {"PublishTimeout", "RequestTimeout", "Unroutable"}
+_ERRORS |= {"PublishTimeout", "RemoteError", "RequestTimeout", "Unroutable"}
 _HOME = {
     "App": "rabbitflow.app",
     "Message": "rabbitflow.worker.message",
     "Outcome": "rabbitflow.worker.outcome",
     "Producer": "rabbitflow.producer",
+    "Replies": "rabbitflow.amqp.rpc",
     "Reject": "rabbitflow.worker.outcome",
     "Router": "rabbitflow.router",
     "CircuitBreaker": "rabbitflow.worker.breaker",

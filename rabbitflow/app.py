@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from rabbitflow.amqp.rpc import Replies
 from rabbitflow.errors import ConfigError, HandlerError, LifespanError
 from rabbitflow.exposition import Server, serve
 from rabbitflow.health import Health, worker_health
@@ -309,12 +310,18 @@ class App:
 
     def health(self) -> Health:
         """What ``/healthz`` answers: ok while connected and every consumer is active
-        (paused by an open circuit breaker counts as active)."""
+        (paused by an open circuit breaker counts as active) and none holds a delivery
+        far longer than its handler's timeout allows (`stuck_after`)."""
         worker = self.worker
         if worker is None:
             return worker_health(False, False, [])
+        stuck = []
+        for c in worker.consumers:
+            seconds = c.stuck_for()
+            if seconds is not None and c.stuck_after is not None:
+                stuck.append((c.route.queue, seconds, c.stuck_after))
         return worker_health(
-            True, worker.connected, [(c.route.queue, c.state) for c in worker.consumers]
+            True, worker.connected, [(c.route.queue, c.state) for c in worker.consumers], stuck
         )
 
     def _close_server(self) -> None:
@@ -470,6 +477,7 @@ class App:
 
         Raises:
             RequestTimeout: no reply within ``timeout`` seconds.
+            RemoteError: the responder's handler failed.
         """
         return await self.producer.request(
             exchange, routing_key, body, timeout=timeout, model=model, headers=headers
@@ -484,9 +492,10 @@ class App:
         timeout: float = 5.0,
         expected: int | None = None,
         model: Any = None,
-    ) -> list[Any]:
+    ) -> Replies:
         """Scatter a request to every responder; gather replies until ``expected`` or
-        ``timeout``; returns what arrived."""
+        ``timeout``; returns the answers that arrived (a list), error replies apart in
+        its ``errors``."""
         return await self.producer.gather(
             exchange, routing_key, body, timeout=timeout, expected=expected, model=model
         )

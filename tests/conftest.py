@@ -10,7 +10,9 @@ import httpx
 import pytest
 
 BROKER_HOST = os.environ.get("RABBITFLOW_TEST_HOST", "127.0.0.1")
-MANAGEMENT = f"http://{BROKER_HOST}:15672/api"
+BROKER_PORT = int(os.environ.get("RABBITFLOW_TEST_PORT", "5672"))
+MANAGEMENT_PORT = int(os.environ.get("RABBITFLOW_TEST_MANAGEMENT_PORT", "15672"))
+MANAGEMENT = f"http://{BROKER_HOST}:{MANAGEMENT_PORT}/api"
 AUTH = ("guest", "guest")
 
 
@@ -48,7 +50,7 @@ def vhost() -> Iterator[str]:
 @pytest.fixture
 def amqp_url(vhost: str) -> str:
     """The AMQP URL of the test's own vhost."""
-    return f"amqp://guest:guest@{BROKER_HOST}:5672/{vhost}"
+    return f"amqp://guest:guest@{BROKER_HOST}:{BROKER_PORT}/{vhost}"
 
 
 @pytest.fixture

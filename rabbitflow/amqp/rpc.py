@@ -21,15 +21,49 @@ from pydantic import TypeAdapter, ValidationError
 from rabbitflow.amqp.connection import Link
 from rabbitflow.amqp.publish import Publisher, PublishObserver, PublishTracer, properties
 from rabbitflow.codec import encode
-from rabbitflow.errors import BodyDecodeError, RequestTimeout
+from rabbitflow.errors import BodyDecodeError, RemoteError, RequestTimeout
+from rabbitflow.headers import ERROR, ERROR_TYPE, read_text
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 T = TypeVar("T")
 
 
+class Replies(list[Any]):
+    """What `gather` returns: the answers, in order of arrival, as a list; the error
+    replies (a responder whose handler failed) apart, in ``errors``."""
+
+    def __init__(self, answers: list[Any], errors: list[RemoteError]) -> None:
+        super().__init__(answers)
+        self.errors = errors
+        """One `RemoteError` per responder that replied with an error."""
+
+
+def remote_error(message: DeliveredMessage) -> RemoteError | None:
+    """The `RemoteError` an error reply stands for (DESIGN.md §13), else None.
+
+    An error reply carries ``x-rabbitflow-error`` (``Type: message``) and
+    ``x-rabbitflow-error-type`` (``Type``) and an empty body.
+    """
+    headers = message.header.properties.headers
+    if not headers or ERROR not in headers:
+        return None
+    text = read_text(headers, ERROR, limit=4096) or "unreadable error"
+    kind = read_text(headers, ERROR_TYPE) or text.split(":", 1)[0].strip() or "Error"
+    prefix = f"{kind}:"
+    detail = text[len(prefix) :].strip() if text.startswith(prefix) else text
+    return RemoteError(kind, "" if detail == kind else detail)
+
+
 def decode_reply(message: DeliveredMessage, model: Any = None) -> Any:
     """A reply's value: JSON decoded (and validated into ``model``), text as ``str``,
-    anything else as ``bytes``."""
+    anything else as ``bytes``.
+
+    Raises:
+        RemoteError: the reply is an error reply.
+    """
+    error = remote_error(message)
+    if error is not None:
+        raise error
     content_type = (message.header.properties.content_type or "").split(";")[0].strip()
     body = message.body
     if content_type == "application/json" or content_type.endswith("+json"):
@@ -127,6 +161,7 @@ class RequestClient:
 
         Raises:
             RequestTimeout: no reply within ``timeout`` seconds.
+            RemoteError: the responder's handler failed (its reply names the error).
             Unroutable: no queue is bound for the request.
         """
         replies = await self._collect(
@@ -146,13 +181,26 @@ class RequestClient:
         expected: int | None = None,
         model: Any = None,
         headers: Mapping[str, Any] | None = None,
-    ) -> list[Any]:
+    ) -> Replies:
         """Scatter one request to every bound responder (fanout/topic) and gather replies
-        until ``expected`` arrived or ``timeout`` passed; returns what arrived, in order."""
+        until ``expected`` arrived (error replies count) or ``timeout`` passed.
+
+        Returns:
+            The answers, in order of arrival, as a list; error replies apart in its
+            ``errors`` (`RemoteError` each).
+        """
         replies = await self._collect(
             exchange, routing_key, body, expected=expected, timeout=timeout, headers=headers
         )
-        return [decode_reply(r, model) for r in replies]
+        answers: list[Any] = []
+        errors: list[RemoteError] = []
+        for reply in replies:
+            error = remote_error(reply)
+            if error is None:
+                answers.append(decode_reply(reply, model))
+            else:
+                errors.append(error)
+        return Replies(answers, errors)
 
     async def _collect(
         self,

@@ -9,6 +9,7 @@ duplicate a message but never lose it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import logging
@@ -27,6 +28,7 @@ from pamqp.commands import Basic
 from rabbitflow.amqp.publish import Publisher
 from rabbitflow.codec import encode
 from rabbitflow.errors import BodyDecodeError, HandlerTimeout, PublishError, Unroutable
+from rabbitflow.headers import ERROR, ERROR_TYPE
 from rabbitflow.topology.schema import RetryPolicy, retry_queue_name
 from rabbitflow.worker.acks import Acker
 from rabbitflow.worker.breaker import BreakerState, CircuitBreaker
@@ -96,6 +98,7 @@ class QueueConsumer:
         observer: OutcomeObserver | None = None,
         tracer: DeliveryTracer | None = None,
         on_channel_lost: Callable[[QueueConsumer], None] | None = None,
+        stuck_after: float | None = None,
     ) -> None:
         self.spec = spec
         self.route = route
@@ -113,7 +116,13 @@ class QueueConsumer:
         self._tag: str | None = None
         self._acker: Acker | None = None
         self._stopping = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: dict[asyncio.Task[Any], float] = {}
+        """Deliveries in the worker now → when each arrived (monotonic)."""
+        self.stuck_after = stuck_after
+        """Seconds after which a delivery still in the worker means the consumer is stuck
+        (`/healthz` then fails); None: never."""
+        self.settled_counts: collections.Counter[str] = collections.Counter()
+        """Deliveries settled since start, by outcome (logged when the worker stops)."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = log.bind(queue=route.queue, handler=spec.name)
@@ -139,6 +148,18 @@ class QueueConsumer:
         if not self.active or raw is None or raw.is_closed:
             return "down"
         return "paused" if self.paused else "consuming"
+
+    def stuck_for(self) -> float | None:
+        """How long the oldest delivery has been in the worker, when that is longer than
+        `stuck_after` (a handler that ignores cancellation, a settle that hangs)."""
+        if self.stuck_after is None or not self._tasks:
+            return None
+        # list() copies under the GIL: /healthz reads this from its own thread.
+        oldest = min(list(self._tasks.values()), default=None)
+        if oldest is None:
+            return None
+        age = time.monotonic() - oldest
+        return age if age > self.stuck_after else None
 
     async def start(self, connection: AbstractConnection) -> None:
         """Open a channel, set its prefetch and start consuming."""
@@ -284,7 +305,7 @@ class QueueConsumer:
             return
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.add(task)
+            self._tasks[task] = time.monotonic()
         self.in_flight += 1
         try:
             message = self._message(raw, tag)
@@ -293,10 +314,37 @@ class QueueConsumer:
             else:
                 with self.tracer.delivery(message):
                     await self._process(raw, message, channel, tag)
+        except Exception as exc:
+            await self._unsettled(raw, channel, tag, exc)
         finally:
             self.in_flight -= 1
             if task is not None:
-                self._tasks.discard(task)
+                self._tasks.pop(task, None)
+
+    async def _unsettled(
+        self, raw: DeliveredMessage, channel: Any, tag: int, exc: Exception
+    ) -> None:
+        """The last resort of a delivery whose processing raised: a bug in rabbitflow or a
+        value nothing anticipated. Left unsettled it would hold its prefetch slot and the
+        coalesced acks of every later delivery forever, so it is nacked without requeue
+        (the broker dead-letters it through the queue's arguments) and logged."""
+        acker = self._acker
+        pending = acker is not None and acker.channel is channel and acker.pending(tag)
+        props = raw.header.properties
+        self._log.error(
+            "delivery failed to settle; nacked without requeue (the broker dead-letters it)"
+            if pending
+            else "error after the delivery was settled",
+            message_id=props.message_id,
+            correlation_id=props.correlation_id,
+            outcome="nack" if pending else None,
+            error=describe(exc),
+            exc_info=exc,
+        )
+        if pending and not channel.is_closed:
+            await self._nack(channel, tag, requeue=False)
+            with contextlib.suppress(Exception):
+                self._settled("nack", None, error=exc)
 
     def _message(self, raw: DeliveredMessage, tag: int) -> Message:
         props = raw.header.properties
@@ -315,6 +363,7 @@ class QueueConsumer:
             redelivered=bool(delivery.redelivered),
             delivery_tag=tag,
             priority=props.priority,
+            consumed=self.route.queue,
         )
 
     async def _process(
@@ -415,6 +464,9 @@ class QueueConsumer:
         tag: int,
         elapsed: float,
     ) -> None:
+        if message.reply_to:
+            # The caller learns of the failure now instead of waiting out its timeout.
+            await self._reply_error(message, error)
         if decision.action is Action.NACK:
             self._log.error(
                 "handler failed; queue has no dead letters, nacking",
@@ -477,15 +529,16 @@ class QueueConsumer:
         self, raw: DeliveredMessage, message: Message, decision: Decision, error: BaseException
     ) -> None:
         props = raw.header.properties
-        delivery = cast(Basic.Deliver, raw.delivery)
         retrying = decision.action is Action.RETRY
         headers = failure_headers(
             props.headers,
             queue=self.route.logical,
             attempt=message.attempt + 1 if retrying else message.attempt,
             error=error,
-            exchange=delivery.exchange,
-            routing_key=delivery.routing_key or "",
+            # What the message says, not what its headers claim: a first delivery's
+            # forged original-* headers are overwritten here.
+            exchange=message.exchange,
+            routing_key=message.routing_key,
             with_traceback=not retrying,
         )
         copy = Basic.Properties(
@@ -511,19 +564,40 @@ class QueueConsumer:
             exchange, key = self.route.dead_letter
         await self.publisher.send(exchange, key, raw.body, copy, mandatory=True)
 
+    async def _reply_error(self, message: Message, error: BaseException) -> None:
+        """An error reply (DESIGN.md §13): empty body, the error in two headers."""
+        props = Basic.Properties(
+            correlation_id=message.correlation_id,
+            delivery_mode=1,
+            headers={ERROR: describe(error), ERROR_TYPE: type(error).__name__},
+        )
+        await self._send_reply(message, b"", props)
+
     async def _reply(self, message: Message, result: Any) -> None:
-        body, content_type = encode(result)
+        try:
+            body, content_type = encode(result)
+        except Exception as exc:  # the handler returned something JSON cannot carry
+            self._log.error(
+                "reply could not be encoded; sending an error reply",
+                **message_fields(message, "ack", None),
+                error=describe(exc),
+            )
+            await self._reply_error(message, exc)
+            return
         props = Basic.Properties(
             content_type=content_type, correlation_id=message.correlation_id, delivery_mode=1
         )
+        await self._send_reply(message, body, props)
+
+    async def _send_reply(self, message: Message, body: bytes, props: Basic.Properties) -> None:
         try:
             await self.publisher.send("", str(message.reply_to), body, props, mandatory=False)
-        except PublishError as exc:
+        except Exception as exc:  # a reply that fails must never keep a delivery unsettled
             self._log.warning(
                 "reply not delivered",
                 **message_fields(message, "ack", None),
                 reply_to=message.reply_to,
-                reason=str(exc),
+                reason=describe(exc),
             )
 
     async def _ack(self, channel: Any, tag: int) -> None:
@@ -557,6 +631,7 @@ class QueueConsumer:
         delay_ms: int | None = None,
         error: BaseException | None = None,
     ) -> None:
+        self.settled_counts[outcome] += 1
         if self.observer is not None:
             self.observer(self.route.logical, outcome, seconds, delay_ms=delay_ms, error=error)
         if self.tracer is not None:

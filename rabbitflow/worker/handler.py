@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -163,12 +164,24 @@ def _name(func: HandlerFunc) -> str:
 
 
 def _seconds(timeout: float | str | None, func: HandlerFunc) -> float | None:
+    """A decorator's ``timeout=`` in seconds: a number is seconds, a string a duration."""
     if timeout is None:
         return None
+    hint = "use seconds (30, 0.5) or a duration such as '250ms', '30s', '5m'"
+    # A bare number in a string would be milliseconds to parse_duration (as in topology
+    # files) but seconds here: refused rather than guessed.
+    bare = isinstance(timeout, str) and timeout.strip().replace(".", "", 1).isdigit()
+    if isinstance(timeout, bool) or bare or not isinstance(timeout, int | float | str):
+        raise HandlerError(f"handler {func.__qualname__}: invalid timeout {timeout!r}: {hint}")
     try:
         value = parse_duration(timeout) / 1000 if isinstance(timeout, str) else float(timeout)
-    except ValueError as exc:
-        raise HandlerError(f"handler {func.__qualname__}: {exc}") from None
-    if value <= 0:
-        raise HandlerError(f"handler {func.__qualname__}: timeout must be positive")
+    except ValueError:
+        raise HandlerError(
+            f"handler {func.__qualname__}: invalid timeout {timeout!r}: {hint}"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise HandlerError(
+            f"handler {func.__qualname__}: timeout must be a positive number of seconds, "
+            f"not {timeout!r}"
+        )
     return value

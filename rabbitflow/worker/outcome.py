@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
 
+from rabbitflow import headers as h
 from rabbitflow.errors import BodyDecodeError
 from rabbitflow.topology.schema import RetryPolicy
-from rabbitflow.worker import message as h
 
 MAX_ERROR_BYTES = 1024
 MAX_TRACEBACK_BYTES = 8 * 1024
@@ -118,7 +118,11 @@ def retryable(error: BaseException, filters: Mapping[type[BaseException], bool])
 
 def describe(error: BaseException) -> str:
     """``ExceptionType: message``, cut to at most 1 KiB of UTF-8."""
-    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    try:
+        detail = str(error)
+    except Exception:  # an exception whose __str__ itself raises
+        detail = "(its message could not be read)"
+    text = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
     return _cut(text, MAX_ERROR_BYTES, keep_end=False)
 
 
@@ -141,10 +145,13 @@ def failure_headers(
 ) -> dict[str, Any]:
     """Headers for a retry copy (``attempt`` = the next attempt) or a dead letter
     (``attempt`` = the one that failed): every original header kept except the broker's
-    own ``x-death`` family, which rabbitflow never republishes."""
-    out = {k: v for k, v in (headers or {}).items() if not k.startswith(_BROKER_HEADERS)}
-    out.setdefault(h.ORIGINAL_EXCHANGE, exchange)
-    out.setdefault(h.ORIGINAL_ROUTING_KEY, routing_key)
+    own ``x-death`` family, which rabbitflow never republishes. ``exchange`` and
+    ``routing_key`` are where the message was first published (`Message.exchange` and
+    `Message.routing_key`): they replace whatever original-* headers it carried."""
+    kept = {k: v for k, v in (headers or {}).items() if not k.startswith(_BROKER_HEADERS)}
+    out = h.republishable(kept)
+    out[h.ORIGINAL_EXCHANGE] = exchange
+    out[h.ORIGINAL_ROUTING_KEY] = routing_key
     out[h.ATTEMPT] = attempt
     out[h.QUEUE] = queue
     out[h.ERROR] = describe(error)

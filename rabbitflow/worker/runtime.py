@@ -4,6 +4,7 @@ restores them after the broker goes away (DESIGN.md §2 Lifecycle)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from rabbitflow.errors import BrokerUnavailable, RabbitflowError
 from rabbitflow.settings import Settings
 from rabbitflow.topology.expand import Declarations, dead_letter_route, physical_queues
 from rabbitflow.topology.schema import Topology
-from rabbitflow.worker.consumer import QueueConsumer, Route
+from rabbitflow.worker.consumer import COPY_FAILURE_PAUSE, QueueConsumer, Route
 from rabbitflow.worker.handler import HandlerSpec
 from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver
 from rabbitflow.worker.watchdog import LoopWatchdog
@@ -28,6 +29,8 @@ log = structlog.get_logger("rabbitflow.worker")
 
 RECONNECT_MIN = 0.2
 RECONNECT_MAX = 5.0
+_OUTCOMES = ("ack", "retry", "dead_letter", "nack", "requeue")
+"""The outcomes the stop line always names, 0 included."""
 
 
 def routes_for(topology: Topology, queue: str) -> list[Route]:
@@ -55,6 +58,21 @@ def default_prefetch(topology: Topology, spec: HandlerSpec, fallback: int) -> in
         return spec.prefetch
     queue = topology.queues[spec.queue]
     return 1 if queue.partitions or queue.single_active_consumer else fallback
+
+
+def stuck_after(spec: HandlerSpec, settings: Settings) -> float:
+    """Seconds after which a delivery still in the worker means its consumer is stuck.
+
+    Far beyond what a healthy delivery can take: twice the handler's timeout (the
+    shutdown timeout for a handler without one), plus the longest a settle may wait
+    (two copies each up to ``publish_timeout``, the pause before a requeue) and, with an
+    idempotency store, the longest wait for another worker's lease.
+    """
+    limit = 2 * (spec.timeout or settings.shutdown_timeout)
+    limit += 2 * settings.publish_timeout + COPY_FAILURE_PAUSE + 1.0
+    if spec.options.idempotency is not None:
+        limit += max(60.0, 2 * (spec.timeout or 0))
+    return limit
 
 
 class Worker:
@@ -92,6 +110,7 @@ class Worker:
                 observer=observer,
                 tracer=tracer,
                 on_channel_lost=self._consumer_channel_lost,
+                stuck_after=stuck_after(spec, settings),
             )
             for spec in specs
             for route in routes_for(topology, spec.queue)
@@ -118,8 +137,11 @@ class Worker:
 
     @property
     def healthy(self) -> bool:
-        """Connected, and every consumer consuming (or paused by its circuit breaker)."""
-        return self.connected and all(c.state != "down" for c in self.consumers)
+        """Connected, and every consumer consuming (or paused by its circuit breaker) and
+        none stuck."""
+        return self.connected and all(
+            c.state != "down" and c.stuck_for() is None for c in self.consumers
+        )
 
     async def start(self, before_consuming: Callable[[], Awaitable[None]] | None = None) -> None:
         """Connect, declare (when asked), run ``before_consuming`` (the app's lifespan),
@@ -275,4 +297,13 @@ class Worker:
                 await self.connection.close()
         await self.watchdog.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        settled: collections.Counter[str] = collections.Counter()
+        for consumer in self.consumers:
+            settled.update(consumer.settled_counts)
+        log.info(
+            "worker stopped",
+            settled=sum(settled.values()),
+            **{outcome: settled[outcome] for outcome in _OUTCOMES},
+            **{k: v for k, v in settled.items() if k not in _OUTCOMES},
+        )
         self.stopped.set()
