@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -32,9 +33,12 @@ from rabbitflow.worker.consumer import QueueConsumer
 from rabbitflow.worker.handler import ExceptionTypes, HandlerOptions, HandlerSpec, inspect_handler
 from rabbitflow.worker.idempotency import IdempotencyStore
 from rabbitflow.worker.message import Message
+from rabbitflow.worker.pipeline import DeliveryObserver, Middleware, SettledObserver
 from rabbitflow.worker.runtime import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=Middleware)
+S = TypeVar("S", bound=SettledObserver)
 TopologySource = str | Path | Sequence[str | Path] | Topology
 Lifespan = Callable[["App"], AbstractAsyncContextManager[object]]
 """``lifespan(app)``: entered before any consumer starts, exited after they all stopped."""
@@ -81,6 +85,12 @@ class App:
         self.lifespan = lifespan
         self.state = State()
         """A plain namespace for the lifespan's objects."""
+        self.middlewares: list[Middleware] = []
+        """``@app.middleware`` functions, outermost first."""
+        self.settled_observers: list[SettledObserver] = []
+        """``@app.on_settled`` functions, in registration order."""
+        self.delivery_observers: list[DeliveryObserver] = []
+        """rabbitflow's own observers of whole deliveries (the test harness adds one)."""
         self.worker: Worker | None = None
         self._exits: AsyncExitStack | None = None
         self._monitor: Monitor | None = None
@@ -119,6 +129,53 @@ class App:
         self.topology = load_topology(topology)
         for queue in getattr(self, "handlers", {}):
             self._check_queue(queue)
+
+    def middleware(self, func: M) -> M:
+        """Register ``async def mw(message, call_next)`` around every handler run
+        (DESIGN.md §7); the first registered is the outermost.
+
+        ``call_next(message)`` runs the inner middlewares and the handler and returns its
+        result or raises its exception; what the middleware returns or raises decides the
+        outcome as a handler's would (`Reject` dead-letters, other exceptions go by the
+        retry filters).
+
+        Raises:
+            HandlerError: ``func`` is not an ``async def`` of two parameters.
+            ConfigError: the app has started.
+        """
+        self._check_hook(func, "middleware", 2)
+        self.middlewares.append(func)
+        return func
+
+    def on_settled(self, func: S) -> S:
+        """Register ``async def f(message, outcome)``, called once per delivery after its
+        `Outcome` was carried out (acked, or its copy confirmed and the original acked).
+        An exception inside it is logged and ignored.
+
+        Raises:
+            HandlerError: ``func`` is not an ``async def`` of two parameters.
+            ConfigError: the app has started.
+        """
+        self._check_hook(func, "on_settled", 2)
+        self.settled_observers.append(func)
+        return func
+
+    def _check_hook(self, func: Callable[..., Any], kind: str, arity: int) -> None:
+        if self.worker is not None:
+            raise ConfigError(f"@app.{kind} must be used before the app starts")
+        name = getattr(func, "__qualname__", repr(func))
+        if not inspect.iscoroutinefunction(func):
+            raise HandlerError(f"@app.{kind} {name}: must be an async def")
+        try:
+            params = inspect.signature(func).parameters
+        except (TypeError, ValueError):
+            return
+        if len(params) != arity:
+            raise HandlerError(
+                f"@app.{kind} {name}: takes (message, "
+                + ("call_next" if kind == "middleware" else "outcome")
+                + f"), not {len(params)} parameter(s)"
+            )
 
     def include_router(self, router: Router) -> None:
         """Add a router's handlers (DESIGN.md §7).
@@ -250,6 +307,9 @@ class App:
             exit_on_cancel=exit_on_cancel,
             observer=metrics.outcome if metrics else None,
             tracer=load_tracing(self.settings.tracing),
+            middlewares=self.middlewares,
+            on_settled=self.settled_observers,
+            observers=self.delivery_observers,
         )
         if metrics is not None:
             self._watch(metrics, worker, specs)

@@ -31,6 +31,9 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 """What an operation on a channel raises when the channel or its connection went away
 (or the broker closed it): the one set every module catches."""
 
+GONE_OR_SILENT: tuple[type[BaseException], ...] = (*CONNECTION_LOST, TimeoutError)
+"""`CONNECTION_LOST`, or no answer within a bound (closing, cancelling on the way out)."""
+
 Opener = Callable[[str], Awaitable[AbstractConnection]]
 """Opens a connection for one URL of a registered scheme."""
 
@@ -84,6 +87,7 @@ def registered_schemes() -> list[str]:
 __all__ = [
     "CONNECTION_LOST",
     "ENTRY_POINT_GROUP",
+    "GONE_OR_SILENT",
     "ConnectionState",
     "Opener",
     "opener_for",

@@ -3,6 +3,7 @@ tracing span, the circuit breaker. Each sees what the settle step did, never a g
 
 from __future__ import annotations
 
+import collections
 from typing import TYPE_CHECKING, Any
 
 from rabbitflow.errors import BodyDecodeError
@@ -96,4 +97,14 @@ class BreakerObserver:
             self._breaker.record_success()
 
 
-__all__ = ["BreakerObserver", "MetricsObserver", "OutcomeLog", "TracingObserver"]
+class Counts:
+    """Deliveries settled by outcome (the consumer logs them when the worker stops)."""
+
+    def __init__(self, counts: collections.Counter[str]) -> None:
+        self._counts = counts
+
+    def settled(self, d: Delivery, outcome: Outcome) -> None:
+        self._counts[outcome.kind] += 1
+
+
+__all__ = ["BreakerObserver", "Counts", "MetricsObserver", "OutcomeLog", "TracingObserver"]

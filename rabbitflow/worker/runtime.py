@@ -23,6 +23,7 @@ from rabbitflow.topology.schema import Topology
 from rabbitflow.worker.consumer import COPY_FAILURE_PAUSE, QueueConsumer, Route
 from rabbitflow.worker.handler import HandlerSpec
 from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver
+from rabbitflow.worker.pipeline import DeliveryObserver, Middleware, SettledObserver
 from rabbitflow.worker.watchdog import LoopWatchdog
 
 log = structlog.get_logger("rabbitflow.worker")
@@ -90,6 +91,9 @@ class Worker:
         exit_on_cancel: bool = False,
         observer: OutcomeObserver | None = None,
         tracer: DeliveryTracer | None = None,
+        middlewares: Sequence[Middleware] = (),
+        on_settled: Sequence[SettledObserver] = (),
+        observers: Sequence[DeliveryObserver] = (),
     ) -> None:
         self.topology = topology
         self.declarations = declarations
@@ -111,6 +115,9 @@ class Worker:
                 tracer=tracer,
                 on_channel_lost=self._consumer_channel_lost,
                 stuck_after=stuck_after(spec, settings),
+                middlewares=middlewares,
+                observers=observers,
+                on_settled=on_settled,
             )
             for spec in specs
             for route in routes_for(topology, spec.queue)

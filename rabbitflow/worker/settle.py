@@ -14,12 +14,13 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pamqp.commands import Basic
 
 from rabbitflow.codec import encode
 from rabbitflow.errors import PublishError, Unroutable
+from rabbitflow.headers import ERROR, ERROR_TYPE
 from rabbitflow.topology.schema import RetryPolicy, retry_queue_name
 from rabbitflow.worker.hooks import message_fields
 from rabbitflow.worker.message import Message
@@ -85,6 +86,9 @@ class Settler:
         seconds = time.perf_counter() - d.started
         attempt = d.message.attempt
         text = describe(error)
+        if d.message.reply_to:
+            # The caller learns of the failure now instead of waiting out its timeout.
+            await self._reply_error(d.message, error)
         if decision.action is Action.NACK:
             await self._nack(d.channel, d.tag, requeue=False)
             return Outcome("nack", attempt, error=text, seconds=seconds, exception=error)
@@ -131,17 +135,18 @@ class Settler:
         return Outcome("requeue", d.message.attempt, error=text, seconds=seconds, exception=error)
 
     async def _publish_copy(self, d: Delivery, decision: Decision, error: BaseException) -> str:
-        raw = d.raw
+        raw, message = d.raw, d.message
         props = raw.header.properties
-        delivery = cast(Basic.Deliver, raw.delivery)
         retrying = decision.action is Action.RETRY
         headers = failure_headers(
             props.headers,
             queue=self.route.logical,
-            attempt=d.message.attempt + 1 if retrying else d.message.attempt,
+            attempt=message.attempt + 1 if retrying else message.attempt,
             error=error,
-            exchange=delivery.exchange,
-            routing_key=delivery.routing_key or "",
+            # What the message says, not what its headers claim: a first delivery's
+            # forged original-* headers are overwritten here.
+            exchange=message.exchange,
+            routing_key=message.routing_key,
             with_traceback=not retrying,
         )
         copy = Basic.Properties(
@@ -170,19 +175,40 @@ class Settler:
         await self.publisher.send(exchange, key, raw.body, copy, mandatory=True)
         return destination
 
+    async def _reply_error(self, message: Message, error: BaseException) -> None:
+        """An error reply (DESIGN.md §13): empty body, the error in two headers."""
+        props = Basic.Properties(
+            correlation_id=message.correlation_id,
+            delivery_mode=1,
+            headers={ERROR: describe(error), ERROR_TYPE: type(error).__name__},
+        )
+        await self._send_reply(message, b"", props)
+
     async def _reply(self, message: Message, result: Any) -> None:
-        body, content_type = encode(result)
+        try:
+            body, content_type = encode(result)
+        except Exception as exc:  # the handler returned something JSON cannot carry
+            self._log.error(
+                "reply could not be encoded; sending an error reply",
+                **message_fields(message, "ack", None),
+                error=describe(exc),
+            )
+            await self._reply_error(message, exc)
+            return
         props = Basic.Properties(
             content_type=content_type, correlation_id=message.correlation_id, delivery_mode=1
         )
+        await self._send_reply(message, body, props)
+
+    async def _send_reply(self, message: Message, body: bytes, props: Basic.Properties) -> None:
         try:
             await self.publisher.send("", str(message.reply_to), body, props, mandatory=False)
-        except PublishError as exc:
+        except Exception as exc:  # a reply that fails must never keep a delivery unsettled
             self._log.warning(
                 "reply not delivered",
                 **message_fields(message, "ack", None),
                 reply_to=message.reply_to,
-                reason=str(exc),
+                reason=describe(exc),
             )
 
 
