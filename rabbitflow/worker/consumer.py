@@ -31,7 +31,7 @@ from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver
 from rabbitflow.worker.idempotency.middleware import IdempotencyMiddleware
 from rabbitflow.worker.message import Message
 from rabbitflow.worker.observers import (
-    BreakerObserver,
+    BreakerMiddleware,
     Counts,
     MetricsObserver,
     OutcomeLog,
@@ -124,8 +124,9 @@ class QueueConsumer:
         observers: Sequence[DeliveryObserver],
         on_settled: Sequence[SettledObserver],
     ) -> Pipeline:
-        """rabbitflow's own steps around the user's: idempotency outermost; then the
-        outcome log, the counts, breaker, metrics and tracing before other observers."""
+        """rabbitflow's own steps around the user's: idempotency outermost, then the
+        circuit breaker; the outcome log, the counts, metrics and tracing observe before
+        other observers."""
         options = self.spec.options
         chain: list[Middleware] = []
         if options.idempotency is not None:
@@ -135,10 +136,10 @@ class QueueConsumer:
                     options.idempotency, options.idempotency_key, lease=lease, log=self._log
                 )
             )
+        if self.breaker is not None:
+            chain.append(BreakerMiddleware(self.breaker))
         chain.extend(middlewares)
         own: list[DeliveryObserver] = [OutcomeLog(self._log), Counts(self.settled_counts)]
-        if self.breaker is not None:
-            own.append(BreakerObserver(self.breaker))
         if self.observer is not None:
             own.append(MetricsObserver(self.route.logical, self.observer))
         if self.tracer is not None:

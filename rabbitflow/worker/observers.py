@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from rabbitflow.errors import BodyDecodeError
 from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver, message_fields
+from rabbitflow.worker.message import Message
 from rabbitflow.worker.outcome import Outcome, Reject
-from rabbitflow.worker.pipeline import debug_enabled
+from rabbitflow.worker.pipeline import CallNext, debug_enabled
 
 if TYPE_CHECKING:
     from rabbitflow.worker.breaker import CircuitBreaker
@@ -81,20 +82,25 @@ class TracingObserver:
         self._tracer.settled(outcome.kind, outcome.exception)
 
 
-class BreakerObserver:
-    """Counts a handler's successes and failures for its circuit breaker; poison input
-    (`Reject`, a body that does not decode) says nothing about the downstream."""
+class BreakerMiddleware:
+    """Counts a handler's successes and failures for its circuit breaker, as a middleware
+    inside idempotency and outside the user's: it sees what the outermost user
+    middleware decided, and it counts before the settle step, so an opening breaker
+    cancels consumption before the failed delivery's ack lets the next one in. Poison
+    input (`Reject`, a body that does not decode) says nothing about the downstream."""
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
 
-    def settled(self, d: Delivery, outcome: Outcome) -> None:
-        error = outcome.exception
-        if error is not None:
-            if not isinstance(error, Reject | BodyDecodeError):
+    async def __call__(self, message: Message, call_next: CallNext) -> Any:
+        try:
+            result = await call_next(message)
+        except Exception as exc:
+            if not isinstance(exc, Reject | BodyDecodeError):
                 self._breaker.record_failure()
-        elif outcome.kind == "ack" and d.ran:
-            self._breaker.record_success()
+            raise
+        self._breaker.record_success()
+        return result
 
 
 class Counts:
@@ -107,4 +113,4 @@ class Counts:
         self._counts[outcome.kind] += 1
 
 
-__all__ = ["BreakerObserver", "Counts", "MetricsObserver", "OutcomeLog", "TracingObserver"]
+__all__ = ["BreakerMiddleware", "Counts", "MetricsObserver", "OutcomeLog", "TracingObserver"]

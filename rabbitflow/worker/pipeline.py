@@ -95,6 +95,16 @@ class Duplicate(Exception):
     acked without running the handler."""
 
 
+class Unsettleable(Exception):
+    """Raised by one of rabbitflow's own steps that failed in a way no outcome covers (an
+    idempotency store that cannot record a key): the pipeline re-raises ``error`` to the
+    consumer, whose last resort nacks the delivery without requeue and logs it."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 _current: contextvars.ContextVar[Delivery] = contextvars.ContextVar("rabbitflow_delivery")
 
 
@@ -155,6 +165,8 @@ class Pipeline:
             raise
         except Duplicate:
             outcome = await self.settler.ack(d, None, reply=False)
+        except Unsettleable as exc:
+            raise exc.error from None
         except Exception as exc:
             d.error = exc
             decision = decide(
@@ -260,4 +272,5 @@ __all__ = [
     "Middleware",
     "Pipeline",
     "SettledObserver",
+    "Unsettleable",
 ]

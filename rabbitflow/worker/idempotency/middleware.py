@@ -4,13 +4,13 @@ key was processed before reaches neither the user's middlewares nor the handler.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rabbitflow.worker.hooks import message_fields
 from rabbitflow.worker.idempotency.base import IdempotencyStore, acquire
 from rabbitflow.worker.message import Message
-from rabbitflow.worker.pipeline import CallNext, Duplicate
+from rabbitflow.worker.pipeline import CallNext, Duplicate, Unsettleable
 
 
 class IdempotencyMiddleware:
@@ -45,12 +45,20 @@ class IdempotencyMiddleware:
             await asyncio.shield(self.store.release(key))
             raise
         except BaseException:
-            await self.store.release(key)
+            await self._finish(self.store.release(key))
             raise
         # Recorded before the ack: a crash in between redelivers a message the store
         # already knows, which is then skipped.
-        await self.store.complete(key)
+        await self._finish(self.store.complete(key))
         return result
+
+    async def _finish(self, step: Awaitable[object]) -> None:
+        # A store that fails here leaves the key in a state no outcome can repair: the
+        # consumer's last resort takes the delivery (nack, the broker dead-letters it).
+        try:
+            await step
+        except Exception as exc:
+            raise Unsettleable(exc) from exc
 
 
 def _message_id(message: Message) -> str | None:

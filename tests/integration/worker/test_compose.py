@@ -57,7 +57,7 @@ async def test_routers_from_two_modules_consume_their_queues(
             assert events.read_text().splitlines() == ["entered"]
             await app.publish("shop", "order.placed", {"id": 1})
             await app.publish("shop", "email.welcome", {"to": "a@example.com"})
-            await wait_for(lambda: payments.seen and emails.seen, timeout=10)
+            await wait_for(lambda: bool(payments.seen and emails.seen), timeout=10)
         assert events.read_text().splitlines() == ["entered", "exited"]
         assert app.state.db == {"open": False}
     finally:
