@@ -162,6 +162,8 @@ class Pipeline:
             d.error = exc
             outcome = await asyncio.shield(self.settler.requeue(d))
             self._notify_now(d, outcome)
+            if self.on_settled:
+                await asyncio.shield(self._notify_user(message, outcome))
             raise
         except Duplicate:
             outcome = await self.settler.ack(d, None, reply=False)
