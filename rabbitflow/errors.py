@@ -152,7 +152,14 @@ class RemoteError(RabbitflowError):
 
 
 class HandlerError(RabbitflowError):
-    """Raised for a handler that cannot be registered (unknown queue, bad signature)."""
+    """Raised for a handler that cannot be registered (unknown queue, a queue with a
+    handler already, bad signature or options), at registration, `App.include_router`
+    or `App.start`."""
+
+
+class LifespanError(RabbitflowError):
+    """Raised by `App.start` when entering the app's ``lifespan`` failed: no consumer
+    was started, the connection is closed; the message names the exception."""
 
 
 class BodyDecodeError(RabbitflowError):

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +25,8 @@ from pamqp import commands as spec
 from pamqp.commands import Basic
 
 from rabbitflow.amqp.connection import Link, is_blocked
+from rabbitflow.amqp.transport import CONNECTION_LOST
+from rabbitflow.codec import encode
 from rabbitflow.errors import (
     BrokerUnavailable,
     ExchangeNotFound,
@@ -36,7 +38,6 @@ from rabbitflow.errors import (
     Unroutable,
 )
 from rabbitflow.topology.names import name_problem, short
-from rabbitflow.worker.codec import encode
 
 log = structlog.get_logger("rabbitflow.publish")
 
@@ -44,6 +45,10 @@ NACKS_BEFORE_NEW_CHANNEL = 10
 """Consecutive nacks after which the publisher opens a new channel. After a quorum
 queue's leader node dies, a channel opened while the cluster was still electing can keep
 nacking every publish although a new leader serves fresh channels (RabbitMQ 3.10)."""
+
+ChannelSetup = Callable[[aiormq.abc.AbstractChannel], Awaitable[object]]
+"""Run on each new publishing channel before its first publish (the request client starts
+its direct reply-to consumer there)."""
 
 PublishObserver = Callable[[str, str, float], None]
 """Called after each publish with (exchange, outcome, seconds until the broker answered);
@@ -125,6 +130,12 @@ class BulkResult:
 class Publisher:
     """Publishes over its own connection with publisher confirms.
 
+    The one publish path of rabbitflow: user publishes, RPC requests (the request client
+    owns a `Publisher` whose channel also consumes the replies) and replies, retry and
+    dead-letter copies and DLQ replays all end in `send`, with one size check, one
+    alarm-aware timeout, one nack-streak reset and one translation of the broker's
+    answers into `PublishError`s.
+
     The connection is separate from the consumers' so that a broker alarm, which blocks
     publishing connections, never stops a worker from acking.
     """
@@ -137,8 +148,10 @@ class Publisher:
         max_message_size: int = 16 * 1024 * 1024,
         observer: PublishObserver | None = None,
         tracer: PublishTracer | None = None,
+        setup: ChannelSetup | None = None,
     ) -> None:
         self.link = link
+        self.setup = setup
         self.timeout = timeout
         self.max_message_size = max_message_size
         self.observer = observer
@@ -159,7 +172,10 @@ class Publisher:
                 self._channel = await connection.channel(
                     publisher_confirms=True, on_return_raises=True
                 )
-                self._raw = await self._channel.get_underlay_channel()
+                raw = await self._channel.get_underlay_channel()
+                if self.setup is not None:
+                    await self.setup(raw)
+                self._raw = raw
             return self._raw
 
     async def publish(
@@ -291,7 +307,7 @@ class Publisher:
             raise PublishError(f"publishing to {exchange!r} refused: {_reply_text(exc)}") from None
         except BrokerUnavailable:
             raise
-        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+        except CONNECTION_LOST as exc:
             raise PublishError(
                 f"connection lost before the broker confirmed the message to exchange "
                 f"{exchange!r}; it may or may not have been delivered ({_reply_text(exc)})"
@@ -397,7 +413,7 @@ class Publisher:
         """Close the channel (the link is closed by its owner)."""
         channel, self._channel, self._raw = self._channel, None, None
         if channel is not None and not channel.is_closed:
-            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError, RuntimeError):
+            with contextlib.suppress(*CONNECTION_LOST):
                 await channel.close()
 
 
@@ -413,9 +429,7 @@ def check_destination(exchange: str, routing_key: str) -> None:
 
 
 async def _close_quietly(channel: AbstractChannel) -> None:
-    with contextlib.suppress(
-        aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError
-    ):
+    with contextlib.suppress(*CONNECTION_LOST, TimeoutError):
         await asyncio.wait_for(channel.close(), 5)
 
 

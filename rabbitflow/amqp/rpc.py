@@ -9,32 +9,20 @@ matched to requests by ``correlation_id``, so many requests share one channel.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import aiormq
-from aio_pika.abc import AbstractChannel
 from aiormq.abc import DeliveredMessage
-from pamqp.commands import Basic
 from pydantic import TypeAdapter, ValidationError
 
 from rabbitflow.amqp.connection import Link
-from rabbitflow.amqp.publish import PublishObserver, PublishTracer, properties
-from rabbitflow.errors import (
-    BodyDecodeError,
-    ExchangeNotFound,
-    PublishError,
-    PublishNacked,
-    RemoteError,
-    RequestTimeout,
-    Unroutable,
-)
+from rabbitflow.amqp.publish import Publisher, PublishObserver, PublishTracer, properties
+from rabbitflow.codec import encode
+from rabbitflow.errors import BodyDecodeError, RemoteError, RequestTimeout
 from rabbitflow.headers import ERROR, ERROR_TYPE, read_text
-from rabbitflow.worker.codec import encode
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 T = TypeVar("T")
@@ -91,7 +79,12 @@ def decode_reply(message: DeliveredMessage, model: Any = None) -> Any:
 
 
 class RequestClient:
-    """Sends requests and collects replies on one channel of a `Link`."""
+    """Sends requests and collects replies on one channel of a `Link`.
+
+    Requests go through a `Publisher` of their own (the shared publish path: same errors,
+    size check, alarm-aware timeout and nack-streak reset as every other publish), whose
+    channel also consumes ``amq.rabbitmq.reply-to``.
+    """
 
     def __init__(
         self,
@@ -99,28 +92,25 @@ class RequestClient:
         *,
         observer: PublishObserver | None = None,
         tracer: PublishTracer | None = None,
+        timeout: float = 10.0,
+        max_message_size: int = 16 * 1024 * 1024,
     ) -> None:
         self.link = link
         self.observer = observer
         self.tracer = tracer
-        self._channel: AbstractChannel | None = None
-        self._raw: aiormq.abc.AbstractChannel | None = None
-        self._lock = asyncio.Lock()
+        self.publisher = Publisher(
+            link,
+            timeout=timeout,
+            max_message_size=max_message_size,
+            observer=observer,
+            setup=self._consume_replies,
+        )
         self._waiting: dict[str, asyncio.Queue[DeliveredMessage]] = {}
 
-    async def _underlay(self) -> aiormq.abc.AbstractChannel:
-        if self._raw is not None and not self._raw.is_closed:
-            return self._raw
-        async with self._lock:
-            if self._raw is None or self._raw.is_closed:
-                connection = await self.link.get()
-                self._channel = await connection.channel(
-                    publisher_confirms=True, on_return_raises=True
-                )
-                raw = await self._channel.get_underlay_channel()
-                await raw.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
-                self._raw = raw
-            return self._raw
+    async def _consume_replies(self, raw: aiormq.abc.AbstractChannel) -> None:
+        # Direct reply-to: the requests must be published on the channel that consumes
+        # the pseudo-queue, so the publisher's channel is that channel.
+        await raw.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
 
     async def _on_reply(self, message: DeliveredMessage) -> None:
         waiting = self._waiting.get(message.header.properties.correlation_id or "")
@@ -146,41 +136,13 @@ class RequestClient:
             expiration=max(int(timeout * 1000), 1),
         )
         if self.tracer is None:
-            await self._publish(exchange, routing_key, data, props)
+            await self.publisher.send(exchange, routing_key, data, props, mandatory=True)
             return
         carrier = dict(props.headers or {})
         with self.tracer.publishing(exchange, routing_key, carrier):
             if carrier:  # the span's context, when tracing is configured
                 props.headers = carrier
-            await self._publish(exchange, routing_key, data, props)
-
-    async def _publish(
-        self, exchange: str, routing_key: str, data: bytes, props: Basic.Properties
-    ) -> None:
-        started = time.perf_counter()
-        outcome = "failed"
-        try:
-            raw = await self._underlay()
-            result = await raw.basic_publish(
-                data, exchange=exchange, routing_key=routing_key, properties=props, mandatory=True
-            )
-            if isinstance(result, Basic.Nack):
-                outcome = "nacked"
-                raise PublishNacked(f"the broker nacked the request to {exchange!r}")
-            outcome = "confirmed"
-        except aiormq.exceptions.PublishError:
-            outcome = "returned"
-            raise Unroutable(exchange, routing_key) from None
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            raise ExchangeNotFound(f"exchange {exchange!r} does not exist on the broker") from None
-        except aiormq.exceptions.DeliveryError:
-            outcome = "nacked"
-            raise PublishNacked(f"the broker nacked the request to {exchange!r}") from None
-        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            raise PublishError(f"request to {exchange!r} not sent: {exc}") from None
-        finally:
-            if self.observer is not None:
-                self.observer(exchange, outcome, time.perf_counter() - started)
+            await self.publisher.send(exchange, routing_key, data, props, mandatory=True)
 
     async def request(
         self,
@@ -266,7 +228,4 @@ class RequestClient:
         return replies
 
     async def close(self) -> None:
-        channel, self._channel, self._raw = self._channel, None, None
-        if channel is not None and not channel.is_closed:
-            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError, RuntimeError):
-                await channel.close()
+        await self.publisher.close()

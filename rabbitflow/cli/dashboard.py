@@ -8,7 +8,7 @@ import socket
 
 import click
 
-from rabbitflow.cli.main import common_options, fail, handle_errors, main, settings_from
+from rabbitflow.cli.common import common_options, fail, handle_errors, settings_from
 from rabbitflow.errors import RabbitflowError
 from rabbitflow.settings import Settings, mask_url
 from rabbitflow.topology import Topology, load_topology
@@ -18,7 +18,7 @@ INSTALL_HINT = (
 )
 
 
-@main.command()
+@click.command()
 @click.argument("files", nargs=-1)
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option(

@@ -13,11 +13,10 @@ from rich.table import Table
 
 from rabbitflow import dlq as dead_letters
 from rabbitflow.amqp.session import on_broker
-from rabbitflow.cli.main import (
+from rabbitflow.cli.common import (
     common_options,
     fail,
     handle_errors,
-    main,
     run_async,
     settings_from,
     table_console,
@@ -41,7 +40,7 @@ def _topology_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-@main.group()
+@click.group()
 def dlq() -> None:
     """Inspect, replay and purge the dead letters of a work queue (read from QUEUE.dlq)."""
 

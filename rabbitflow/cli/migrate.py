@@ -12,14 +12,14 @@ from rabbitflow.amqp.management import management_client
 from rabbitflow.amqp.migrate import Migrator, QueueMigration, queues_to_migrate
 from rabbitflow.amqp.plan import live_declarations
 from rabbitflow.amqp.policies import apply_policies
-from rabbitflow.cli.main import common_options, handle_errors, main, run_async, settings_from
+from rabbitflow.cli.common import common_options, handle_errors, run_async, settings_from
 from rabbitflow.errors import RabbitflowError
 from rabbitflow.settings import Settings
 from rabbitflow.topology import load_topology
 from rabbitflow.topology.expand import Declarations, expand
 
 
-@main.command()
+@click.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--queue", "queues", multiple=True, help="Migrate only this queue (repeatable).")
 @click.option("--yes", is_flag=True, help="Do it without asking.")

@@ -17,7 +17,7 @@ import click
 import structlog
 
 from rabbitflow.amqp.publish import check_destination
-from rabbitflow.cli.main import common_options, fail, main, run_async, settings_from
+from rabbitflow.cli.common import common_options, fail, run_async, settings_from
 from rabbitflow.errors import AppImportError, ConfigError, RabbitflowError
 from rabbitflow.settings import mask_url
 
@@ -31,6 +31,7 @@ def load_app(target: str) -> Any:
         ConfigError: the target is malformed or is not an App.
     """
     from rabbitflow.app import App
+    from rabbitflow.router import Router
 
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
@@ -46,9 +47,19 @@ def load_app(target: str) -> Any:
     except Exception as exc:  # whatever the user's module raises at import
         raise AppImportError(import_failure(module_name, exc), exc) from None
     app = getattr(module, attr, None)
-    if not isinstance(app, App):
-        raise ConfigError(f"{target!r} is not a rabbitflow App (found {type(app).__name__})")
-    return app
+    if isinstance(app, App):
+        return app
+    apps = [n for n, v in vars(module).items() if isinstance(v, App)]
+    routers = [n for n, v in vars(module).items() if isinstance(v, Router)]
+    if not apps and routers:
+        raise ConfigError(
+            f"module {module_name!r} defines a Router ({', '.join(routers)}) but no App: "
+            f"create one there, e.g. app = App(topology=...); "
+            f"app.include_router({routers[0]}), and run {module_name}:app"
+        )
+    found = "nothing" if app is None else type(app).__name__
+    hint = f"; the module's App is {', '.join(apps)}" if apps else ""
+    raise ConfigError(f"{target!r} is not a rabbitflow App (found {found}){hint}")
 
 
 def import_failure(module: str, exc: BaseException) -> str:
@@ -94,7 +105,7 @@ def _relative(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-@main.command()
+@click.command()
 @click.argument("target", metavar="MODULE:APP")
 @click.option(
     "--topology",
@@ -353,7 +364,7 @@ def _parse_headers(pairs: tuple[str, ...]) -> dict[str, object]:
     return headers
 
 
-@main.command()
+@click.command()
 @click.argument("exchange")
 @click.argument("routing_key")
 @click.argument("body", required=False)

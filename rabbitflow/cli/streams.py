@@ -9,7 +9,7 @@ from datetime import datetime
 import click
 
 from rabbitflow.amqp.publish import check_destination
-from rabbitflow.cli.main import common_options, fail, main, run_async, settings_from
+from rabbitflow.cli.common import common_options, fail, run_async, settings_from
 from rabbitflow.dlq_headers import parse_where
 from rabbitflow.errors import ConfigError, InvalidName
 from rabbitflow.settings import Settings, mask_url
@@ -23,7 +23,7 @@ from rabbitflow.streams.replay import (
 from rabbitflow.topology.names import name_problem, short
 
 
-@main.command()
+@click.command()
 @click.argument("stream")
 @click.option("--to", "exchange", required=True, help='Exchange to publish to ("" = default).')
 @click.option("--routing-key", default=None, help="Routing key of every copy (default: kept).")

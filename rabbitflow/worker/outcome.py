@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from rabbitflow import headers as h
 from rabbitflow.errors import BodyDecodeError
@@ -53,21 +53,70 @@ class Decision:
 
 ACK = Decision(Action.ACK)
 
+OutcomeKind = Literal["ack", "retry", "dead_letter", "nack", "requeue", "dropped"]
+"""How a delivery ended (`Outcome.kind`)."""
+
+
+class Outcome(NamedTuple):
+    """What was done with one delivery, as `@app.on_settled` observers are told after the
+    broker saw it (DESIGN.md §7). Immutable.
+
+    A named tuple rather than a frozen dataclass: one is made per delivery on the hot
+    path, and a tuple is built five times faster.
+    """
+
+    kind: OutcomeKind
+    """``ack``, ``retry``, ``dead_letter``, ``nack``, ``requeue`` (shutdown, a lost
+    channel, or a copy that could not be published) or ``dropped`` (at-most-once)."""
+    attempt: int
+    """The attempt that ran (1-based)."""
+    delay: float | None = None
+    """For a retry: seconds the copy waits in its delay queue."""
+    destination: str | None = None
+    """The queue or exchange the copy went to (the delay queue, the dead-letter
+    exchange), else None."""
+    error: str | None = None
+    """``Type: message`` of the failure, else None."""
+    seconds: float | None = None
+    """How long the run took (middlewares and handler); None when nothing ran."""
+    exception: BaseException | None = None
+    """The exception itself, for observers that report it (Sentry-style); None on ack."""
+
 
 def decide(
-    error: BaseException, *, attempt: int, retry: RetryPolicy | None, dead_letters: bool
+    error: BaseException,
+    *,
+    attempt: int,
+    retry: RetryPolicy | None,
+    dead_letters: bool,
+    filters: Mapping[type[BaseException], bool] | None = None,
 ) -> Decision:
-    """Choose the action after a handler failed on attempt ``attempt`` (1-based).
+    """Choose the action after a handler (or a middleware) failed on attempt ``attempt``
+    (1-based): the one place an outcome is decided (DESIGN.md §2, §7).
 
-    `Reject` and decode failures are dead-lettered at once; any other exception (a
-    timeout included) is retried while the policy allows, then dead-lettered.
+    `Reject` and decode failures are dead-lettered at once. Any other exception is looked
+    up in ``filters`` (class → retry?, from ``retry_on`` and ``dead_letter_on``) by the
+    nearest class of its MRO: retried while the policy allows, then dead-lettered; not
+    found, dead-lettered now. Without filters every `Exception` is retried.
     """
     final = Action.DEAD_LETTER if dead_letters else Action.NACK
     if isinstance(error, Reject | BodyDecodeError):
         return Decision(final)
+    if filters is not None and not retryable(error, filters):
+        return Decision(final)
     if retry is not None and attempt <= retry.max_retries:
         return Decision(Action.RETRY, retry.delay_for(attempt))
     return Decision(final)
+
+
+def retryable(error: BaseException, filters: Mapping[type[BaseException], bool]) -> bool:
+    """Whether the nearest class of ``error``'s MRO found in ``filters`` says retry
+    (as starlette looks up exception handlers); False when none is found."""
+    for cls in type(error).__mro__:
+        found = filters.get(cls)
+        if found is not None:
+            return found
+    return False
 
 
 def describe(error: BaseException) -> str:

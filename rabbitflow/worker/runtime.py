@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,6 +27,7 @@ from rabbitflow.topology.schema import Topology
 from rabbitflow.worker.consumer import COPY_FAILURE_PAUSE, QueueConsumer, Route
 from rabbitflow.worker.handler import HandlerSpec
 from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver
+from rabbitflow.worker.pipeline import DeliveryObserver, Middleware, SettledObserver
 from rabbitflow.worker.watchdog import LoopWatchdog
 
 log = structlog.get_logger("rabbitflow.worker")
@@ -78,7 +79,7 @@ def stuck_after(spec: HandlerSpec, settings: Settings) -> float:
     """
     limit = 2 * (spec.timeout or settings.shutdown_timeout)
     limit += 2 * settings.publish_timeout + COPY_FAILURE_PAUSE + 1.0
-    if spec.options.get("idempotency") is not None:
+    if spec.options.idempotency is not None:
         limit += max(60.0, 2 * (spec.timeout or 0))
     return limit
 
@@ -98,6 +99,9 @@ class Worker:
         exit_on_cancel: bool = False,
         observer: OutcomeObserver | None = None,
         tracer: DeliveryTracer | None = None,
+        middlewares: Sequence[Middleware] = (),
+        on_settled: Sequence[SettledObserver] = (),
+        observers: Sequence[DeliveryObserver] = (),
     ) -> None:
         self.topology = topology
         self.declarations = declarations
@@ -119,6 +123,9 @@ class Worker:
                 tracer=tracer,
                 on_channel_lost=self._consumer_channel_lost,
                 stuck_after=stuck_after(spec, settings),
+                middlewares=middlewares,
+                observers=observers,
+                on_settled=on_settled,
             )
             for spec in specs
             for route in routes_for(topology, spec.queue)
@@ -151,19 +158,22 @@ class Worker:
             c.state != "down" and c.stuck_for() is None for c in self.consumers
         )
 
-    async def start(self) -> None:
-        """Connect, declare (when asked), start every consumer.
+    async def start(self, before_consuming: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Connect, declare (when asked), run ``before_consuming`` (the app's lifespan),
+        start every consumer.
 
         Raises:
             BrokerUnavailable: when the broker cannot be reached at start (fail fast).
             DeclareConflict: when the topology conflicts with the broker.
+            Exception: whatever ``before_consuming`` raised; no consumer started and the
+                connection is closed.
         """
         await self._apply_policies()
-        await self._open()
+        await self._open(before_consuming)
         self.watchdog.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitflow-supervisor")
 
-    async def _open(self) -> None:
+    async def _open(self, before_consuming: Callable[[], Awaitable[None]] | None = None) -> None:
         s = self.settings
         connection = await connect(
             s.urls,
@@ -175,6 +185,8 @@ class Worker:
         try:
             connection.close_callbacks.add(self._connection_closed)
             await self._declare(connection)
+            if before_consuming is not None:
+                await before_consuming()
             for consumer in self.consumers:
                 await consumer.start(connection)
         except BaseException:

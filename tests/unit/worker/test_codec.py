@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, field_validator
 
+from rabbitflow.codec import make_decoder
 from rabbitflow.errors import BodyDecodeError
-from rabbitflow.worker.codec import make_decoder
 
 
 class Order(BaseModel):
