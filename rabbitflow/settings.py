@@ -16,6 +16,12 @@ DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
 DEFAULT_PREFETCH = 32
 
 
+def _optional_size(value: object) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off", "none")):
+        return None
+    return parse_size(value)
+
+
 class Settings(BaseSettings):
     """rabbitflow's settings (DESIGN.md §4). Command-line options override them."""
 
@@ -35,6 +41,8 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(default=5.0, gt=0)
     heartbeat: int = Field(default=15, ge=0)
     max_message_size: Annotated[int, BeforeValidator(parse_size)] = 16 * 1024 * 1024
+    compress_min_size: Annotated[int | None, BeforeValidator(_optional_size)] = None
+    """Gzip every published body larger than this (e.g. ``64KiB``); off by default."""
     queue_poll_interval: float = Field(default=5.0, gt=0)
     """Seconds between polls of queue and dead-letter depths for the metrics."""
     metrics_dir: str | None = None

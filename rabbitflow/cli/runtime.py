@@ -262,6 +262,20 @@ def _parse_headers(pairs: tuple[str, ...]) -> dict[str, object]:
     default=1000,
     help="Unconfirmed messages in flight at most.",
 )
+@click.option(
+    "--no-confirm",
+    "no_confirm",
+    is_flag=True,
+    help="Fire-and-forget: do not wait for publisher confirms (counted as written).",
+)
+@click.option(
+    "--delay",
+    "delay",
+    metavar="DURATION",
+    default=None,
+    help="Deliver after this delay (10m, 30s, or seconds); the exchange needs `delayed: true`.",
+)
+@click.option("--compress", is_flag=True, help="Gzip each body (content_encoding gzip).")
 @common_options
 def publish(
     exchange: str,
@@ -272,6 +286,9 @@ def publish(
     count: int,
     rate: float | None,
     window: int,
+    no_confirm: bool,
+    delay: str | None,
+    compress: bool,
     url: str | None,
     log_format: str | None,
 ) -> None:
@@ -286,24 +303,41 @@ def publish(
             raise ConfigError("give a BODY argument or --file F.jsonl (one of them)")
         bodies = _read_jsonl(file) if file else [_parse_body(str(body))]
         headers = _parse_headers(header)
+        delay_s = _parse_delay(delay) if delay is not None else None
     except ConfigError as exc:
         fail(str(exc))
     total = len(bodies) * count
+    options = {"confirm": not no_confirm, "delay": delay_s, "compress": True if compress else None}
     summary = run_async(
-        _publish(settings, exchange, routing_key, bodies, count, headers, rate, window, total)
+        _publish(
+            settings, exchange, routing_key, bodies, count, headers, rate, window, total, options
+        )
     )
     click.echo(summary.text)
     if not summary.ok:
         sys.exit(1)
 
 
+def _parse_delay(text: str) -> float:
+    from rabbitflow.amqp.publish import delay_seconds
+    from rabbitflow.topology.delay import whole_seconds
+
+    try:
+        value: float | str = float(text) if text.replace(".", "", 1).isdigit() else text
+        return float(whole_seconds(delay_seconds(value)))
+    except ValueError as exc:
+        raise ConfigError(f"--delay takes a duration such as 10m or seconds: {exc}") from None
+
+
 class _Summary:
     def __init__(self, result: Any, elapsed: float, total: int, url: str) -> None:
-        self.ok = bool(result.ok) and len(result.confirmed) == total
+        done = len(result.confirmed) + len(result.written)
+        self.ok = bool(result.ok) and done == total
         rate = total / elapsed if elapsed > 0 else 0.0
         failed = f", {len(result.failed)} failed" if result.failed else ""
+        written = f"{len(result.written)} written (no confirms), " if result.written else ""
         self.text = (
-            f"published {total} to {url}: {len(result.confirmed)} confirmed, "
+            f"published {total} to {url}: {written}{len(result.confirmed)} confirmed, "
             f"{len(result.returned)} returned, {len(result.nacked)} nacked{failed} "
             f"in {elapsed:.2f}s ({rate:.0f} msg/s)"
         )
@@ -321,6 +355,7 @@ async def _publish(
     rate: float | None,
     window: int,
     total: int,
+    options: dict[str, Any],
 ) -> _Summary:
     from rich.progress import Progress
 
@@ -348,7 +383,7 @@ async def _publish(
         with Progress(disable=not show, transient=True) as bar:
             task = bar.add_task("publishing", total=total)
             result = await producer.publish_many(
-                paced(), window=window, progress=lambda _i: bar.advance(task)
+                paced(), window=window, progress=lambda _i: bar.advance(task), **options
             )
     return _Summary(result, time.perf_counter() - started, total, mask_url(settings.urls[0]))
 

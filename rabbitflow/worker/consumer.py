@@ -25,6 +25,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from rabbitflow.amqp.publish import Publisher
+from rabbitflow.compression import inflate
 from rabbitflow.errors import BodyDecodeError, HandlerTimeout, PublishError, Unroutable
 from rabbitflow.topology.schema import RetryPolicy, retry_queue_name
 from rabbitflow.worker.acks import Acker
@@ -125,6 +126,8 @@ class QueueConsumer:
             lambda m: m.message_id
         )
         self._lease = max(60.0, 2 * (spec.timeout or 0))
+        self._limit = publisher.max_message_size
+        self._raw_ok = spec.body_type is bytes
         self.breaker: CircuitBreaker | None = spec.options.get("circuit_breaker")
         self.paused = False
         """True while an open circuit breaker holds consumption (on purpose)."""
@@ -336,7 +339,8 @@ class QueueConsumer:
                     await self._ack(channel, tag)
                     self._settled("ack", None)
                     return
-            body = spec.decoder(raw.body, props.content_type) if spec.decoder else None
+            data = inflate(raw.body, props.content_encoding, limit=self._limit, raw_ok=self._raw_ok)
+            body = spec.decoder(data, props.content_type) if spec.decoder else None
             result = await self._invoke(body, message)
         except asyncio.CancelledError:
             # Shutdown timeout or a lost channel: the message goes back untouched.
