@@ -58,9 +58,9 @@ def load_app(target: str) -> Any:
 )
 @click.option(
     "--processes",
-    type=click.IntRange(1, 256),
-    default=1,
-    help="Worker processes under one supervisor.",
+    default="1",
+    metavar="N|MIN:MAX",
+    help="Worker processes under one supervisor; MIN:MAX autoscales between the bounds.",
 )
 @click.option("--no-declare", is_flag=True, help="Do not declare the topology at start.")
 @click.option(
@@ -87,7 +87,7 @@ def run(
     topologies: tuple[str, ...],
     queues: str | None,
     prefetch: int | None,
-    processes: int,
+    processes: str,
     no_declare: bool,
     shutdown_timeout: float | None,
     metrics_port: int | None,
@@ -104,8 +104,20 @@ def run(
         prefetch=prefetch,
     )
     _configure_logging(settings.effective_log_format, settings.log_level)
-    if processes > 1:
-        sys.exit(_supervise(settings, processes))
+    from rabbitflow.worker.autoscale import parse_processes
+
+    try:
+        low, high = parse_processes(processes)
+    except ConfigError as exc:
+        fail(str(exc))
+    if high > 1:
+        scaling = None
+        if high > low:
+            try:
+                scaling = _scaling(settings, target, topologies, queues, low, high)
+            except RabbitflowError as exc:
+                fail(str(exc))
+        sys.exit(_supervise(settings, low, scaling))
     try:
         app = load_app(target)
         # Command-line options and the environment win; a URL given to App(url=...)
@@ -122,19 +134,59 @@ def run(
         fail(str(exc))
 
 
-def _supervise(settings: Any, processes: int) -> int:
+def _scaling(
+    settings: Any,
+    target: str,
+    topologies: tuple[str, ...],
+    queues: str | None,
+    low: int,
+    high: int,
+) -> Any:
+    """The autoscaling policy and the sampler of the queues the app serves."""
+    from rabbitflow.amqp.connection import vhost_of
+    from rabbitflow.amqp.management import management_endpoint
+    from rabbitflow.topology.expand import physical_queues
+    from rabbitflow.worker.autoscale import ScalePolicy, management_sampler
+
+    app = load_app(target)
+    if topologies:
+        app.use_topology(list(topologies))
+    selected = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    names = selected or list(app.handlers)
+    served = [p for q in names for p in physical_queues(app.topology, q)] if app.topology else names
+    base, user, password = management_endpoint(settings.management_url, settings.urls)
+    policy = ScalePolicy(
+        low,
+        high,
+        interval=settings.autoscale_interval,
+        backlog=settings.autoscale_backlog,
+        grow_after=settings.autoscale_grow_after,
+        idle_after=settings.autoscale_idle,
+    )
+    sampler = management_sampler(base, user, password, vhost_of(settings.urls[0]), served)
+    return policy, sampler
+
+
+def _supervise(settings: Any, processes: int, scaling: Any = None) -> int:
     """The parent of ``--processes N``: supervises, and serves one metrics endpoint for
     all children from their shared multiprocess files."""
     from rabbitflow.worker.supervisor import Child, supervise
 
     argv = _child_argv(sys.argv[1:])
     if settings.metrics_port is None:
-        return supervise(argv, processes, shutdown_timeout=settings.shutdown_timeout)
+        return supervise(
+            argv, processes, shutdown_timeout=settings.shutdown_timeout, scaling=scaling
+        )
+    from prometheus_client import Gauge
+
     from rabbitflow.exposition import SharedMetrics, serve
     from rabbitflow.health import combine
 
     shared = SharedMetrics()
     children: list[Child] = []
+    gauge = Gauge(
+        "rabbitflow_processes", "Worker processes under this supervisor", registry=shared.registry
+    )
 
     def health() -> Any:
         return combine(
@@ -167,6 +219,8 @@ def _supervise(settings: Any, processes: int) -> int:
             env=env,
             records=children,
             on_exit=shared.child_exited,
+            scaling=scaling,
+            on_count=gauge.set,
         )
     finally:
         server.close()

@@ -172,6 +172,6 @@ async def test_10000_random_delays_all_arrive_once_none_early(
     publish_started = sent
     early = [b for (t, m), b in zip(got, bodies, strict=True) if t < publish_started + delays[b]]
     assert early == []
-    late = [t - float(m.headers["due"]) for t, m in got]
-    assert max(late) <= (published - sent) + 1.5
+    late = [t - (sent + delays[b]) for (t, _), b in zip(got, bodies, strict=True)]
+    assert max(late) <= (published - sent) + 1.5  # publishing took that long itself
     print(f"publish {count / (published - sent):.0f} msg/s, max late {max(late):.2f}s")
