@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any, TypeVar
 
 import structlog
 
-from rabbitflow.errors import ConfigError, HandlerError
+from rabbitflow.amqp.rpc import Replies
+from rabbitflow.errors import ConfigError, HandlerError, LifespanError
 from rabbitflow.exposition import Server, serve
 from rabbitflow.health import Health, worker_health
 from rabbitflow.logs import configure_logging
 from rabbitflow.metrics import Metrics
 from rabbitflow.monitor import Monitor, depth_targets
 from rabbitflow.producer import Producer
+from rabbitflow.router import Router
 from rabbitflow.settings import DEFAULT_PREFETCH, Settings
 from rabbitflow.topology.expand import (
     dead_letter_route,
@@ -32,13 +36,23 @@ from rabbitflow.topology.validate import did_you_mean
 from rabbitflow.tracing import load as load_tracing
 from rabbitflow.worker.breaker import CircuitBreaker
 from rabbitflow.worker.consumer import QueueConsumer
-from rabbitflow.worker.handler import HandlerSpec, inspect_handler
+from rabbitflow.worker.handler import ExceptionTypes, HandlerOptions, HandlerSpec, inspect_handler
 from rabbitflow.worker.idempotency import IdempotencyStore
 from rabbitflow.worker.message import Message
+from rabbitflow.worker.pipeline import DeliveryObserver, Middleware, SettledObserver
 from rabbitflow.worker.runtime import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=Middleware)
+S = TypeVar("S", bound=SettledObserver)
 TopologySource = str | Path | Sequence[str | Path] | Topology
+Lifespan = Callable[["App"], AbstractAsyncContextManager[object]]
+"""``lifespan(app)``: entered before any consumer starts, exited after they all stopped."""
+
+
+class State(SimpleNamespace):
+    """`App.state`: a plain namespace for what the lifespan opens (``app.state.db``)."""
+
 
 log = structlog.get_logger("rabbitflow")
 
@@ -52,6 +66,9 @@ class App:
         url: AMQP URL(s), comma-separated; default ``RABBITFLOW_URL``.
         declare: declare the topology when starting.
         settings: settings to use instead of reading the environment.
+        lifespan: ``lifespan(app)``, an async context manager entered after connecting
+            and declaring and before any consumer starts, and exited after consumers
+            stopped and in-flight work settled; `state` holds what it opens.
     """
 
     def __init__(
@@ -61,6 +78,7 @@ class App:
         url: str | None = None,
         declare: bool = True,
         settings: Settings | None = None,
+        lifespan: Lifespan | None = None,
     ) -> None:
         settings = settings or Settings()
         if url is not None:
@@ -70,7 +88,17 @@ class App:
         if topology is not None:
             self.use_topology(topology)
         self.handlers: dict[str, HandlerSpec] = {}
+        self.lifespan = lifespan
+        self.state = State()
+        """A plain namespace for the lifespan's objects."""
+        self.middlewares: list[Middleware] = []
+        """``@app.middleware`` functions, outermost first."""
+        self.settled_observers: list[SettledObserver] = []
+        """``@app.on_settled`` functions, in registration order."""
+        self.delivery_observers: list[DeliveryObserver] = []
+        """rabbitflow's own observers of whole deliveries (the test harness adds one)."""
         self.worker: Worker | None = None
+        self._exits: AsyncExitStack | None = None
         self._monitor: Monitor | None = None
         self._server: Server | None = None
         self._use_settings(settings)
@@ -108,6 +136,72 @@ class App:
         for queue in getattr(self, "handlers", {}):
             self._check_queue(queue)
 
+    def middleware(self, func: M) -> M:
+        """Register ``async def mw(message, call_next)`` around every handler run
+        (DESIGN.md §7); the first registered is the outermost.
+
+        ``call_next(message)`` runs the inner middlewares and the handler and returns its
+        result or raises its exception; what the middleware returns or raises decides the
+        outcome as a handler's would (`Reject` dead-letters, other exceptions go by the
+        retry filters).
+
+        Raises:
+            HandlerError: ``func`` is not an ``async def`` of two parameters.
+            ConfigError: the app has started.
+        """
+        self._check_hook(func, "middleware", 2)
+        self.middlewares.append(func)
+        return func
+
+    def on_settled(self, func: S) -> S:
+        """Register ``async def f(message, outcome)``, called once per delivery after its
+        `Outcome` was carried out (acked, or its copy confirmed and the original acked).
+        An exception inside it is logged and ignored.
+
+        Raises:
+            HandlerError: ``func`` is not an ``async def`` of two parameters.
+            ConfigError: the app has started.
+        """
+        self._check_hook(func, "on_settled", 2)
+        self.settled_observers.append(func)
+        return func
+
+    def _check_hook(self, func: Callable[..., Any], kind: str, arity: int) -> None:
+        if self.worker is not None:
+            raise ConfigError(f"@app.{kind} must be used before the app starts")
+        name = getattr(func, "__qualname__", repr(func))
+        if not inspect.iscoroutinefunction(func):
+            raise HandlerError(f"@app.{kind} {name}: must be an async def")
+        try:
+            params = inspect.signature(func).parameters
+        except (TypeError, ValueError):
+            return
+        if len(params) != arity:
+            raise HandlerError(
+                f"@app.{kind} {name}: takes (message, "
+                + ("call_next" if kind == "middleware" else "outcome")
+                + f"), not {len(params)} parameter(s)"
+            )
+
+    def include_router(self, router: Router) -> None:
+        """Add a router's handlers (DESIGN.md §7).
+
+        Raises:
+            HandlerError: a queue the topology lacks (with "did you mean"), or a queue that
+                has a handler already; nothing of the router is added then.
+        """
+        for queue, spec in router.handlers.items():
+            self._check_free(queue, spec)
+            self._check_queue(queue)
+        self.handlers.update(router.handlers)
+
+    def _check_free(self, queue: str, spec: HandlerSpec) -> None:
+        taken = self.handlers.get(queue)
+        if taken is not None:
+            raise HandlerError(
+                f"queue {queue!r} has a handler already: {taken.name} (cannot add {spec.name})"
+            )
+
     def _check_queue(self, queue: str) -> None:
         if self.topology is not None and queue not in self.topology.queues:
             raise HandlerError(
@@ -123,6 +217,8 @@ class App:
         idempotency: IdempotencyStore | None = None,
         idempotency_key: Callable[[Message], str | None] | None = None,
         circuit_breaker: CircuitBreaker | None = None,
+        retry_on: ExceptionTypes = (Exception,),
+        dead_letter_on: ExceptionTypes = (),
     ) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``queue``.
 
@@ -138,6 +234,11 @@ class App:
             idempotency_key: the key of a message; its ``message_id`` by default.
             circuit_breaker: stops consuming the queue after consecutive failures and
                 tries one message again after its reset time.
+            retry_on: exception classes retried per the queue's policy (default: every
+                `Exception`).
+            dead_letter_on: exception classes dead-lettered at once. For a failure, the
+                nearest class of the exception's MRO found in either tuple decides; in
+                neither, it is dead-lettered. `Reject` always dead-letters.
 
         Raises:
             HandlerError: the queue is not in the topology, has a handler already, or the
@@ -155,9 +256,13 @@ class App:
                 queue,
                 prefetch=prefetch,
                 timeout=timeout,
-                idempotency=idempotency,
-                idempotency_key=idempotency_key,
-                circuit_breaker=circuit_breaker,
+                options=HandlerOptions(
+                    idempotency=idempotency,
+                    idempotency_key=idempotency_key,
+                    circuit_breaker=circuit_breaker,
+                    retry_on=retry_on,
+                    dead_letter_on=dead_letter_on,
+                ),
             )
             return func
 
@@ -208,6 +313,9 @@ class App:
             exit_on_cancel=exit_on_cancel,
             observer=metrics.outcome if metrics else None,
             tracer=load_tracing(self.settings.tracing),
+            middlewares=self.middlewares,
+            on_settled=self.settled_observers,
+            observers=self.delivery_observers,
         )
         if metrics is not None:
             self._watch(metrics, worker, specs)
@@ -215,12 +323,15 @@ class App:
         if port is not None and self.settings.metrics_dir is None and metrics is not None:
             self._server = serve(port, metrics.registry, self.health)
             log.info("serving /metrics and /healthz", port=self._server.port)
+        exits = AsyncExitStack()
         try:
-            await worker.start()
+            await worker.start(before_consuming=lambda: self._enter_lifespan(exits))
         except BaseException:
+            await exits.aclose()
             self._close_server()
             raise
         self.worker = worker
+        self._exits = exits
         consumed, dead = depth_targets(self.topology, [s.queue for s in specs])
         self._monitor = Monitor(
             metrics,
@@ -233,6 +344,18 @@ class App:
             health_dir=self.settings.metrics_dir,
         )
         self._monitor.start()
+
+    async def _enter_lifespan(self, exits: AsyncExitStack) -> None:
+        if self.lifespan is None:
+            return
+        try:
+            await exits.enter_async_context(self.lifespan(self))
+        except Exception as exc:
+            name = getattr(self.lifespan, "__qualname__", "lifespan")
+            text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise LifespanError(
+                f"lifespan {name} failed on start: {text}; no consumer was started"
+            ) from exc
 
     def _watch(self, metrics: Metrics, worker: Worker, specs: list[HandlerSpec]) -> None:
         assert self.topology is not None
@@ -247,18 +370,24 @@ class App:
                 metrics.add_exchange(route[0])
             consumers = [c for c in worker.consumers if c.route.logical == spec.queue]
             metrics.watch_in_flight(spec.queue, _in_flight_of(consumers))
-            breaker = spec.options.get("circuit_breaker")
+            breaker = spec.options.circuit_breaker
             if breaker is not None:
                 metrics.watch_breaker(spec.queue, breaker)
 
     def health(self) -> Health:
         """What ``/healthz`` answers: ok while connected and every consumer is active
-        (paused by an open circuit breaker counts as active)."""
+        (paused by an open circuit breaker counts as active) and none holds a delivery
+        far longer than its handler's timeout allows (`stuck_after`)."""
         worker = self.worker
         if worker is None:
             return worker_health(False, False, [])
+        stuck = []
+        for c in worker.consumers:
+            seconds = c.stuck_for()
+            if seconds is not None and c.stuck_after is not None:
+                stuck.append((c.route.queue, seconds, c.stuck_after))
         return worker_health(
-            True, worker.connected, [(c.route.queue, c.state) for c in worker.consumers]
+            True, worker.connected, [(c.route.queue, c.state) for c in worker.consumers], stuck
         )
 
     def _close_server(self) -> None:
@@ -271,6 +400,7 @@ class App:
         the metrics endpoint."""
         monitor, self._monitor = self._monitor, None
         worker, self.worker = self.worker, None
+        exits, self._exits = self._exits, None
         try:
             if monitor is not None:
                 await monitor.stop()
@@ -278,9 +408,23 @@ class App:
                 await worker.stop(timeout)
         finally:
             try:
-                await self.producer.close()
+                if exits is not None:
+                    await self._exit_lifespan(exits)
             finally:
-                self._close_server()
+                await self._close_producer()
+
+    async def _exit_lifespan(self, exits: AsyncExitStack) -> None:
+        # After every consumer stopped and its in-flight work settled (Worker.stop).
+        try:
+            await exits.aclose()
+        except Exception as exc:
+            log.error("lifespan failed on shutdown", error=f"{type(exc).__name__}: {exc}")
+
+    async def _close_producer(self) -> None:
+        try:
+            await self.producer.close()
+        finally:
+            self._close_server()
 
     @property
     def healthy(self) -> bool:
@@ -410,6 +554,7 @@ class App:
 
         Raises:
             RequestTimeout: no reply within ``timeout`` seconds.
+            RemoteError: the responder's handler failed.
         """
         return await self.producer.request(
             exchange, routing_key, body, timeout=timeout, model=model, headers=headers
@@ -424,9 +569,10 @@ class App:
         timeout: float = 5.0,
         expected: int | None = None,
         model: Any = None,
-    ) -> list[Any]:
+    ) -> Replies:
         """Scatter a request to every responder; gather replies until ``expected`` or
-        ``timeout``; returns what arrived."""
+        ``timeout``; returns the answers that arrived (a list), error replies apart in
+        its ``errors``."""
         return await self.producer.gather(
             exchange, routing_key, body, timeout=timeout, expected=expected, model=model
         )

@@ -14,13 +14,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-ATTEMPT = "x-rabbitflow-attempt"
-QUEUE = "x-rabbitflow-queue"
-ERROR = "x-rabbitflow-error"
-FAILED_AT = "x-rabbitflow-failed-at"
-ORIGINAL_EXCHANGE = "x-rabbitflow-original-exchange"
-ORIGINAL_ROUTING_KEY = "x-rabbitflow-original-routing-key"
-REPLAYED_AT = "x-rabbitflow-replayed-at"
+from rabbitflow.headers import (
+    ATTEMPT,
+    ERROR,
+    FAILED_AT,
+    ORIGINAL_EXCHANGE,
+    ORIGINAL_ROUTING_KEY,
+    QUEUE,
+    REPLAYED_AT,
+    read_attempt,
+)
 
 _DROPPED = {ATTEMPT, "x-death", "x-delivery-count"}
 _DROPPED_PREFIXES = ("x-first-death-", "x-last-death-")
@@ -119,7 +122,6 @@ def describe(properties: Mapping[str, Any], body: bytes, position: int) -> dict[
         exchange = exchange if exchange is not None else death.get("exchange")
         if routing_key is None:
             routing_key = (death.get("routing-keys") or [None])[0]
-    attempt = headers.get(ATTEMPT)
     preview, encoding = _body(body)
     return {
         "position": position,
@@ -127,7 +129,7 @@ def describe(properties: Mapping[str, Any], body: bytes, position: int) -> dict[
         "message_id": properties.get("message_id"),
         "correlation_id": properties.get("correlation_id"),
         "error": error,
-        "attempt": int(attempt) if attempt is not None else 1,
+        "attempt": read_attempt(headers),
         "failed_at": failed_at,
         "exchange": text(exchange) if exchange is not None else None,
         "routing_key": text(routing_key) if routing_key is not None else None,

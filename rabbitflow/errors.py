@@ -123,8 +123,29 @@ class RequestTimeout(RabbitflowError):
     """Raised when no reply to `App.request` arrives within its timeout."""
 
 
+class RemoteError(RabbitflowError):
+    """Raised by `request` when the responder's handler failed (raised, `Reject` included,
+    or could not decode the request): the reply carried ``x-rabbitflow-error``.
+
+    Attributes:
+        type: the remote exception's type name (``x-rabbitflow-error-type``).
+        message: its message, without the type.
+    """
+
+    def __init__(self, type: str, message: str) -> None:
+        self.type, self.message = type, message
+        super().__init__(f"{type}: {message}" if message else type)
+
+
 class HandlerError(RabbitflowError):
-    """Raised for a handler that cannot be registered (unknown queue, bad signature)."""
+    """Raised for a handler that cannot be registered (unknown queue, a queue with a
+    handler already, bad signature or options), at registration, `App.include_router`
+    or `App.start`."""
+
+
+class LifespanError(RabbitflowError):
+    """Raised by `App.start` when entering the app's ``lifespan`` failed: no consumer
+    was started, the connection is closed; the message names the exception."""
 
 
 class BodyDecodeError(RabbitflowError):

@@ -42,15 +42,29 @@ class ConsumerView(Protocol):
         """``consuming``, ``paused`` or ``down``."""
 
 
-def worker_health(started: bool, connected: bool, consumers: Iterable[tuple[str, str]]) -> Health:
+def worker_health(
+    started: bool,
+    connected: bool,
+    consumers: Iterable[tuple[str, str]],
+    stuck: Iterable[tuple[str, float, float]] = (),
+) -> Health:
     """Health of one worker process.
 
     Args:
         started: the worker is running (not before start, nor after stop).
         connected: its consuming connection is open.
         consumers: (queue, state) of each consumer.
+        stuck: (queue, seconds, limit) of each consumer holding a delivery for longer
+            than its limit (a handler that ignores its timeout, a settle that hangs).
     """
     states = dict(consumers)
+    stuck_reasons = []
+    for queue, seconds, limit in stuck:
+        states[queue] = "stuck"
+        stuck_reasons.append(
+            f"consumer stuck: {queue} has held a delivery for {seconds:.0f}s "
+            f"(limit {limit:.0f}s: its timeout, or the shutdown timeout, twice over)"
+        )
     if not started:
         return Health(False, ("worker not running",), {"connected": False, "consumers": states})
     reasons: list[str] = []
@@ -59,6 +73,7 @@ def worker_health(started: bool, connected: bool, consumers: Iterable[tuple[str,
     down = sorted(q for q, s in states.items() if s == "down")
     if down and connected:
         reasons.append(f"consumer down: {', '.join(down)}")
+    reasons += stuck_reasons
     return Health(not reasons, tuple(reasons), {"connected": connected, "consumers": states})
 
 

@@ -54,7 +54,13 @@ class Producer:
             tracer=tracer,
             compress_min_size=s.compress_min_size,
         )
-        self.requests = RequestClient(self.link, observer=observer, tracer=tracer)
+        self.requests = RequestClient(
+            self.link,
+            observer=observer,
+            tracer=tracer,
+            timeout=s.publish_timeout,
+            max_message_size=s.max_message_size,
+        )
         # The producer adds a connection of its own and a lifecycle; publishing itself is
         # the publisher's and the request client's, bound here rather than re-declared.
         self.publish = self.publisher.publish

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import sys
 from typing import Annotated, Any, Literal
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -93,3 +94,18 @@ _PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<p
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``, safe to print or log."""
     return _PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+
+
+def vhost_of(url: str) -> str:
+    """The vhost an AMQP URL names, percent-decoded (``/`` when the path is empty).
+
+    The one parser of vhosts in rabbitflow: the CLI, the declarer and the test vhosts use it.
+    """
+    path = urlsplit(url).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+def vhost_url(url: str, vhost: str) -> str:
+    """``url`` pointing at ``vhost`` instead (percent-encoded, ``/`` included)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))

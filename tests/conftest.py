@@ -12,6 +12,7 @@ import pytest
 BROKER_HOST = os.environ.get("RABBITFLOW_TEST_HOST", "127.0.0.1")
 # Another broker (e.g. a node of one's own while the shared one is down) with these two.
 AMQP_PORT = int(os.environ.get("RABBITFLOW_TEST_PORT", "5672"))
+BROKER_PORT = AMQP_PORT
 MANAGEMENT_PORT = int(os.environ.get("RABBITFLOW_TEST_MANAGEMENT_PORT", "15672"))
 MANAGEMENT = f"http://{BROKER_HOST}:{MANAGEMENT_PORT}/api"
 AUTH = ("guest", "guest")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -10,7 +11,10 @@ from typing import Any
 
 import httpx
 
-MANAGEMENT = "http://127.0.0.1:15672/api"
+MANAGEMENT = (
+    f"http://{os.environ.get('RABBITFLOW_TEST_HOST', '127.0.0.1')}:"
+    f"{os.environ.get('RABBITFLOW_TEST_MANAGEMENT_PORT', '15672')}/api"
+)
 AUTH = ("guest", "guest")
 
 

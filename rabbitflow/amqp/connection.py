@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Sequence
-from typing import cast
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import aio_pika
@@ -14,16 +13,29 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractConnection, TimeoutType
 
+from rabbitflow.amqp.transport import ConnectionState, opener_for, registered_schemes
 from rabbitflow.errors import BrokerUnavailable, ConfigError
-from rabbitflow.settings import mask_url, split_urls
+from rabbitflow.settings import mask_url, split_urls, vhost_of
+
+__all__ = ["Link", "connect", "is_blocked", "is_open", "vhost_of", "with_heartbeat"]
 
 log = structlog.get_logger("rabbitflow.amqp")
 
 
 class _Connection(aio_pika.Connection):
-    """Closes itself when the handshake fails. Otherwise the half-made connection is
+    """The aiormq adapter: an aio-pika connection that answers `ConnectionState`.
+
+    It also closes itself when the handshake fails. Otherwise the half-made connection is
     closed by its ``__del__``, which the garbage collector may run in another thread,
     where there is no event loop to run it (a "never awaited" warning, a leak)."""
+
+    @property
+    def is_usable(self) -> bool:
+        return _aiormq_usable(self)
+
+    @property
+    def is_blocked(self) -> bool:
+        return _aiormq_blocked(self)
 
     async def connect(self, timeout: TimeoutType = None) -> None:
         try:
@@ -54,14 +66,6 @@ def without_verification(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
 
 
-def vhost_of(url: str) -> str:
-    """The vhost an AMQP URL names (``/`` when the path is empty)."""
-    from urllib.parse import unquote
-
-    path = urlsplit(url).path
-    return unquote(path[1:]) if len(path) > 1 else "/"
-
-
 async def connect(
     urls: str | Sequence[str],
     *,
@@ -88,13 +92,14 @@ async def connect(
     reasons: list[str] = []
     for url in candidates:
         scheme = urlsplit(url).scheme
-        if scheme == "memory":
-            return await _connect_memory(url)
         if scheme not in ("amqp", "amqps"):
-            raise ConfigError(
-                f"not an AMQP URL: {mask_url(url)} "
-                "(expected amqp://, amqps:// or, in tests, memory://)"
-            )
+            opener = opener_for(scheme)
+            if opener is None:
+                others = "".join(f", {s}://" for s in registered_schemes())
+                raise ConfigError(
+                    f"not an AMQP URL: {mask_url(url)} (expected amqp://, amqps://{others})"
+                )
+            return await opener(url)
         target = with_heartbeat(url, heartbeat)
         if scheme == "amqps" and not tls_verify:
             log.warning(
@@ -121,16 +126,6 @@ async def connect(
     raise BrokerUnavailable("cannot connect to RabbitMQ: " + "; ".join(reasons))
 
 
-async def _connect_memory(url: str) -> AbstractConnection:
-    """A connection to an in-memory broker (``memory://NAME``), for tests.
-
-    Imported here, on first use, so production code never loads the testing package.
-    """
-    from rabbitflow.testing.memory import connect_memory
-
-    return cast(AbstractConnection, await connect_memory(url))
-
-
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, aiormq.exceptions.ConnectionClosed) and exc.args:
@@ -150,6 +145,14 @@ def is_open(connection: AbstractConnection | None) -> bool:
     """
     if connection is None or connection.is_closed:
         return False
+    if isinstance(connection, ConnectionState):
+        return connection.is_usable
+    return _aiormq_usable(connection)
+
+
+def _aiormq_usable(connection: AbstractConnection) -> bool:
+    if connection.is_closed:
+        return False
     connected = getattr(connection, "connected", None)
     if isinstance(connected, asyncio.Event) and not connected.is_set():
         return False
@@ -160,9 +163,17 @@ def is_open(connection: AbstractConnection | None) -> bool:
 def is_blocked(connection: AbstractConnection) -> bool:
     """Whether the broker blocked this connection (memory or disk alarm).
 
-    aiormq tracks ``connection.blocked`` in a private event and holds every write while it
-    is clear; there is no public accessor, so we read it by its mangled name.
+    Asked of the transport (`ConnectionState`); the in-memory broker simulates alarms.
     """
+    if isinstance(connection, ConnectionState):
+        return connection.is_blocked
+    return _aiormq_blocked(connection)
+
+
+def _aiormq_blocked(connection: AbstractConnection) -> bool:
+    # aiormq tracks ``connection.blocked`` in a private event and holds every write while
+    # it is clear; there is no public accessor, so it is read by its mangled name (here
+    # only: the adapter is the one place that knows aiormq's insides).
     transport = getattr(connection, "transport", None)
     underlay = getattr(transport, "connection", None)
     event = getattr(underlay, "_Connection__connection_unblocked", None)

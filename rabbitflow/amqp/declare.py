@@ -19,7 +19,9 @@ from typing import Any
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
+from rabbitflow.amqp.transport import CONNECTION_LOST
 from rabbitflow.errors import DeclareConflict, DeclareFailed
+from rabbitflow.settings import vhost_of
 from rabbitflow.topology.expand import BindingDecl, Declarations, ExchangeDecl, QueueDecl
 
 _Call = Callable[[aiormq.abc.AbstractChannel], Awaitable[None]]
@@ -107,14 +109,8 @@ def conflicts(results: list[DeclareResult]) -> list[DeclareConflict]:
 
 
 def binding_label(binding: BindingDecl) -> str:
-    """A binding as one short, readable string: ``orders -> payments.charge [order.*]``."""
-    label = f"{binding.source or '(default)'} -> {binding.destination}"
-    if binding.routing_key:
-        label += f" [{binding.routing_key}]"
-    headers = {k: v for k, v in binding.arguments.items() if k != "x-match"}
-    if "x-match" in binding.arguments:
-        label += f" {binding.arguments['x-match']} {headers}"
-    return label
+    """A binding as one short, readable string (`BindingDecl.label`)."""
+    return binding.label
 
 
 _INEQUIVALENT = re.compile(
@@ -199,7 +195,7 @@ class _Declarer:
         # After a connection-level error the channel is gone with the connection; the
         # error that ended declaring is the one worth reporting, not this one.
         if self.channel is not None and not self.channel.is_closed:
-            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError, ConnectionError):
+            with contextlib.suppress(*CONNECTION_LOST):
                 await self.channel.close()
 
     def _closed(self) -> None:
@@ -319,6 +315,4 @@ def _reply_text(exc: BaseException) -> str:
 
 
 def _vhost_of(connection: AbstractConnection) -> str:
-    url = getattr(connection, "url", None)
-    path = getattr(url, "path", "/") or "/"
-    return path[1:] if len(path) > 1 else "/"
+    return vhost_of(str(getattr(connection, "url", "") or ""))

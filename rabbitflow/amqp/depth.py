@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
+from rabbitflow.amqp.transport import CONNECTION_LOST
+
 
 class DepthProbe:
     """Reads ready-message counts over a channel of its own on a given connection.
@@ -36,7 +38,9 @@ class DepthProbe:
         try:
             raw = await self._raw(connection)
             ok = await asyncio.wait_for(raw.queue_declare(queue, passive=True), self.timeout)
-        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError):
+        except CONNECTION_LOST:
+            return None
+        except TimeoutError:
             return None
         return int(ok.message_count or 0)
 
@@ -50,5 +54,5 @@ class DepthProbe:
         """Close the probe's channel."""
         channel, self._channel = self._channel, None
         if channel is not None and not channel.is_closed:
-            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError, RuntimeError):
+            with contextlib.suppress(*CONNECTION_LOST):
                 await channel.close()

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from rabbitflow.amqp.management import ManagementApi
-from rabbitflow.render.definitions import declarations_from_definitions
+from rabbitflow.topology.definitions import declarations_from_definitions
 from rabbitflow.topology.expand import BindingDecl, Declarations, ExchangeDecl, QueueDecl
 
 

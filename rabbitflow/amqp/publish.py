@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +26,8 @@ from pamqp.commands import Basic
 
 from rabbitflow import compression
 from rabbitflow.amqp.connection import Link, is_blocked
+from rabbitflow.amqp.transport import CONNECTION_LOST
+from rabbitflow.codec import encode
 from rabbitflow.errors import (
     BrokerUnavailable,
     ConfigError,
@@ -38,7 +40,6 @@ from rabbitflow.errors import (
 )
 from rabbitflow.topology import delay as ladder
 from rabbitflow.units import parse_duration
-from rabbitflow.worker.codec import encode
 
 log = structlog.get_logger("rabbitflow.publish")
 
@@ -46,6 +47,10 @@ NACKS_BEFORE_NEW_CHANNEL = 10
 """Consecutive nacks after which the publisher opens a new channel. After a quorum
 queue's leader node dies, a channel opened while the cluster was still electing can keep
 nacking every publish although a new leader serves fresh channels (RabbitMQ 3.10)."""
+
+ChannelSetup = Callable[[aiormq.abc.AbstractChannel], Awaitable[object]]
+"""Run on each new publishing channel before its first publish (the request client starts
+its direct reply-to consumer there)."""
 
 PublishObserver = Callable[[str, str, float], None]
 """Called after each publish with (exchange, outcome, seconds until the broker answered);
@@ -124,6 +129,12 @@ class BulkResult:
 class Publisher:
     """Publishes over its own connection with publisher confirms.
 
+    The one publish path of rabbitflow: user publishes, RPC requests (the request client
+    owns a `Publisher` whose channel also consumes the replies) and replies, retry and
+    dead-letter copies and DLQ replays all end in `send`, with one size check, one
+    alarm-aware timeout, one nack-streak reset and one translation of the broker's
+    answers into `PublishError`s.
+
     The connection is separate from the consumers' so that a broker alarm, which blocks
     publishing connections, never stops a worker from acking.
     """
@@ -138,8 +149,10 @@ class Publisher:
         tracer: PublishTracer | None = None,
         compress_min_size: int | None = None,
         delayed: Iterable[str] | None = None,
+        setup: ChannelSetup | None = None,
     ) -> None:
         self.link = link
+        self.setup = setup
         self.compress_min_size = compress_min_size
         self.delayed: frozenset[str] | None = None if delayed is None else frozenset(delayed)
         """Exchanges that can receive delayed messages; None: not known (no topology)."""
@@ -165,7 +178,10 @@ class Publisher:
                 self._channel = await connection.channel(
                     publisher_confirms=True, on_return_raises=True
                 )
-                self._raw = await self._channel.get_underlay_channel()
+                raw = await self._channel.get_underlay_channel()
+                if self.setup is not None:
+                    await self.setup(raw)
+                self._raw = raw
             return self._raw
 
     async def _unconfirmed(self) -> aiormq.abc.AbstractChannel:
@@ -336,7 +352,7 @@ class Publisher:
             raise PublishError(f"publishing to {exchange!r} refused: {_reply_text(exc)}") from None
         except BrokerUnavailable:
             raise
-        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+        except CONNECTION_LOST as exc:
             raise PublishError(
                 f"connection lost before the broker confirmed the message to exchange "
                 f"{exchange!r}; it may or may not have been delivered ({_reply_text(exc)})"
@@ -463,7 +479,7 @@ class Publisher:
                 await plain.close()
         channel, self._channel, self._raw = self._channel, None, None
         if channel is not None and not channel.is_closed:
-            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError, RuntimeError):
+            with contextlib.suppress(*CONNECTION_LOST):
                 await channel.close()
 
 
@@ -480,9 +496,7 @@ def delay_seconds(delay: float | str | timedelta) -> float:
 
 
 async def _close_quietly(channel: AbstractChannel) -> None:
-    with contextlib.suppress(
-        aiormq.exceptions.AMQPError, ConnectionError, RuntimeError, TimeoutError
-    ):
+    with contextlib.suppress(*CONNECTION_LOST, TimeoutError):
         await asyncio.wait_for(channel.close(), 5)
 
 

@@ -9,38 +9,61 @@ matched to requests by ``correlation_id``, so many requests share one channel.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import aiormq
-from aio_pika.abc import AbstractChannel
 from aiormq.abc import DeliveredMessage
-from pamqp.commands import Basic
 from pydantic import TypeAdapter, ValidationError
 
 from rabbitflow.amqp.connection import Link
-from rabbitflow.amqp.publish import PublishObserver, PublishTracer, properties
-from rabbitflow.errors import (
-    BodyDecodeError,
-    ExchangeNotFound,
-    PublishError,
-    PublishNacked,
-    RequestTimeout,
-    Unroutable,
-)
-from rabbitflow.worker.codec import encode
+from rabbitflow.amqp.publish import Publisher, PublishObserver, PublishTracer, properties
+from rabbitflow.codec import encode
+from rabbitflow.errors import BodyDecodeError, RemoteError, RequestTimeout
+from rabbitflow.headers import ERROR, ERROR_TYPE, read_text
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 T = TypeVar("T")
 
 
+class Replies(list[Any]):
+    """What `gather` returns: the answers, in order of arrival, as a list; the error
+    replies (a responder whose handler failed) apart, in ``errors``."""
+
+    def __init__(self, answers: list[Any], errors: list[RemoteError]) -> None:
+        super().__init__(answers)
+        self.errors = errors
+        """One `RemoteError` per responder that replied with an error."""
+
+
+def remote_error(message: DeliveredMessage) -> RemoteError | None:
+    """The `RemoteError` an error reply stands for (DESIGN.md §13), else None.
+
+    An error reply carries ``x-rabbitflow-error`` (``Type: message``) and
+    ``x-rabbitflow-error-type`` (``Type``) and an empty body.
+    """
+    headers = message.header.properties.headers
+    if not headers or ERROR not in headers:
+        return None
+    text = read_text(headers, ERROR, limit=4096) or "unreadable error"
+    kind = read_text(headers, ERROR_TYPE) or text.split(":", 1)[0].strip() or "Error"
+    prefix = f"{kind}:"
+    detail = text[len(prefix) :].strip() if text.startswith(prefix) else text
+    return RemoteError(kind, "" if detail == kind else detail)
+
+
 def decode_reply(message: DeliveredMessage, model: Any = None) -> Any:
     """A reply's value: JSON decoded (and validated into ``model``), text as ``str``,
-    anything else as ``bytes``."""
+    anything else as ``bytes``.
+
+    Raises:
+        RemoteError: the reply is an error reply.
+    """
+    error = remote_error(message)
+    if error is not None:
+        raise error
     content_type = (message.header.properties.content_type or "").split(";")[0].strip()
     body = message.body
     if content_type == "application/json" or content_type.endswith("+json"):
@@ -56,7 +79,12 @@ def decode_reply(message: DeliveredMessage, model: Any = None) -> Any:
 
 
 class RequestClient:
-    """Sends requests and collects replies on one channel of a `Link`."""
+    """Sends requests and collects replies on one channel of a `Link`.
+
+    Requests go through a `Publisher` of their own (the shared publish path: same errors,
+    size check, alarm-aware timeout and nack-streak reset as every other publish), whose
+    channel also consumes ``amq.rabbitmq.reply-to``.
+    """
 
     def __init__(
         self,
@@ -64,28 +92,25 @@ class RequestClient:
         *,
         observer: PublishObserver | None = None,
         tracer: PublishTracer | None = None,
+        timeout: float = 10.0,
+        max_message_size: int = 16 * 1024 * 1024,
     ) -> None:
         self.link = link
         self.observer = observer
         self.tracer = tracer
-        self._channel: AbstractChannel | None = None
-        self._raw: aiormq.abc.AbstractChannel | None = None
-        self._lock = asyncio.Lock()
+        self.publisher = Publisher(
+            link,
+            timeout=timeout,
+            max_message_size=max_message_size,
+            observer=observer,
+            setup=self._consume_replies,
+        )
         self._waiting: dict[str, asyncio.Queue[DeliveredMessage]] = {}
 
-    async def _underlay(self) -> aiormq.abc.AbstractChannel:
-        if self._raw is not None and not self._raw.is_closed:
-            return self._raw
-        async with self._lock:
-            if self._raw is None or self._raw.is_closed:
-                connection = await self.link.get()
-                self._channel = await connection.channel(
-                    publisher_confirms=True, on_return_raises=True
-                )
-                raw = await self._channel.get_underlay_channel()
-                await raw.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
-                self._raw = raw
-            return self._raw
+    async def _consume_replies(self, raw: aiormq.abc.AbstractChannel) -> None:
+        # Direct reply-to: the requests must be published on the channel that consumes
+        # the pseudo-queue, so the publisher's channel is that channel.
+        await raw.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
 
     async def _on_reply(self, message: DeliveredMessage) -> None:
         waiting = self._waiting.get(message.header.properties.correlation_id or "")
@@ -111,41 +136,13 @@ class RequestClient:
             expiration=max(int(timeout * 1000), 1),
         )
         if self.tracer is None:
-            await self._publish(exchange, routing_key, data, props)
+            await self.publisher.send(exchange, routing_key, data, props, mandatory=True)
             return
         carrier = dict(props.headers or {})
         with self.tracer.publishing(exchange, routing_key, carrier):
             if carrier:  # the span's context, when tracing is configured
                 props.headers = carrier
-            await self._publish(exchange, routing_key, data, props)
-
-    async def _publish(
-        self, exchange: str, routing_key: str, data: bytes, props: Basic.Properties
-    ) -> None:
-        started = time.perf_counter()
-        outcome = "failed"
-        try:
-            raw = await self._underlay()
-            result = await raw.basic_publish(
-                data, exchange=exchange, routing_key=routing_key, properties=props, mandatory=True
-            )
-            if isinstance(result, Basic.Nack):
-                outcome = "nacked"
-                raise PublishNacked(f"the broker nacked the request to {exchange!r}")
-            outcome = "confirmed"
-        except aiormq.exceptions.PublishError:
-            outcome = "returned"
-            raise Unroutable(exchange, routing_key) from None
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            raise ExchangeNotFound(f"exchange {exchange!r} does not exist on the broker") from None
-        except aiormq.exceptions.DeliveryError:
-            outcome = "nacked"
-            raise PublishNacked(f"the broker nacked the request to {exchange!r}") from None
-        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            raise PublishError(f"request to {exchange!r} not sent: {exc}") from None
-        finally:
-            if self.observer is not None:
-                self.observer(exchange, outcome, time.perf_counter() - started)
+            await self.publisher.send(exchange, routing_key, data, props, mandatory=True)
 
     async def request(
         self,
@@ -164,6 +161,7 @@ class RequestClient:
 
         Raises:
             RequestTimeout: no reply within ``timeout`` seconds.
+            RemoteError: the responder's handler failed (its reply names the error).
             Unroutable: no queue is bound for the request.
         """
         replies = await self._collect(
@@ -183,13 +181,26 @@ class RequestClient:
         expected: int | None = None,
         model: Any = None,
         headers: Mapping[str, Any] | None = None,
-    ) -> list[Any]:
+    ) -> Replies:
         """Scatter one request to every bound responder (fanout/topic) and gather replies
-        until ``expected`` arrived or ``timeout`` passed; returns what arrived, in order."""
+        until ``expected`` arrived (error replies count) or ``timeout`` passed.
+
+        Returns:
+            The answers, in order of arrival, as a list; error replies apart in its
+            ``errors`` (`RemoteError` each).
+        """
         replies = await self._collect(
             exchange, routing_key, body, expected=expected, timeout=timeout, headers=headers
         )
-        return [decode_reply(r, model) for r in replies]
+        answers: list[Any] = []
+        errors: list[RemoteError] = []
+        for reply in replies:
+            error = remote_error(reply)
+            if error is None:
+                answers.append(decode_reply(reply, model))
+            else:
+                errors.append(error)
+        return Replies(answers, errors)
 
     async def _collect(
         self,
@@ -217,7 +228,4 @@ class RequestClient:
         return replies
 
     async def close(self) -> None:
-        channel, self._channel, self._raw = self._channel, None, None
-        if channel is not None and not channel.is_closed:
-            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError, RuntimeError):
-                await channel.close()
+        await self.publisher.close()

@@ -7,10 +7,10 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import aiormq
 from aio_pika.abc import AbstractConnection
 
 from rabbitflow.amqp.connection import connect
+from rabbitflow.amqp.transport import CONNECTION_LOST
 from rabbitflow.errors import BrokerError
 from rabbitflow.settings import Settings, mask_url
 
@@ -40,7 +40,7 @@ async def on_broker(
             "the broker stopped answering in the middle of the command; "
             "nothing unconfirmed was removed, run it again"
         ) from None
-    except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+    except CONNECTION_LOST as exc:
         reason = mask_url(str(exc) or type(exc).__name__).replace("\n", " ")
         raise BrokerError(f"the broker ended the command: {reason}") from None
     finally:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from rabbitflow import dlq as dead_letters
 from rabbitflow.amqp.session import on_broker
-from rabbitflow.cli.main import common_options, fail, handle_errors, main, run_async, settings_from
+from rabbitflow.cli.common import common_options, fail, handle_errors, run_async, settings_from
 from rabbitflow.dlq_headers import parse_where
 from rabbitflow.errors import ConfigError
 from rabbitflow.settings import Settings
@@ -33,7 +33,7 @@ def _topology_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-@main.group()
+@click.group()
 def dlq() -> None:
     """Inspect, replay and purge the dead letters of a work queue (read from QUEUE.dlq)."""
 

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import click
 import yaml
 
-from rabbitflow.cli.main import fail
+from rabbitflow.cli.common import fail
 from rabbitflow.render import asyncapi, k8s
 from rabbitflow.settings import DEFAULT_PREFETCH, Settings
 from rabbitflow.topology.expand import Declarations, physical_queues

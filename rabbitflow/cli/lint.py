@@ -8,7 +8,7 @@ import click
 
 from rabbitflow.amqp.connection import vhost_of
 from rabbitflow.amqp.management import management_client
-from rabbitflow.cli.main import common_options, handle_errors, main, run_async, settings_from
+from rabbitflow.cli.common import common_options, handle_errors, run_async, settings_from
 from rabbitflow.errors import ConfigError, TopologyError
 from rabbitflow.lint import Finding, Severity, exit_code, lint_topology, load_located
 from rabbitflow.lint.broker import (
@@ -22,7 +22,7 @@ from rabbitflow.settings import Settings
 from rabbitflow.units import parse_duration
 
 
-@main.command()
+@click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--broker", is_flag=True, help="Also check against the live vhost of --url.")
 @click.option(

@@ -1,101 +1,33 @@
-"""The ``rabbitflow`` command group and the options every command shares.
-
-Commands live in sibling modules (``topology``, ``runtime``, ``ops``) and attach
-themselves to `main`; this module only parses the common options and turns every
-`RabbitflowError` into one line on stderr and a non-zero exit.
+"""The ``rabbitflow`` command group: the commands of the sibling modules (``topology``,
+``runtime``, ``ops``, ``dlq``, ``lint``) added to it in one place; what they share is in
+`rabbitflow.cli.common`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
-import sys
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
 
 import click
-from pydantic import ValidationError
 
-from rabbitflow.errors import RabbitflowError
-from rabbitflow.settings import Settings, mask_url
+from rabbitflow.cli import dlq, lint, ops, runtime, topology
+from rabbitflow.cli.common import (
+    Context,
+    common_options,
+    fail,
+    handle_errors,
+    run_async,
+    settings_from,
+)
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-@dataclass
-class Context:
-    """What the group's options resolved to, passed to every command."""
-
-    settings: Settings
-
-
-def fail(message: str, code: int = 1) -> None:
-    """Print one line on stderr and exit with ``code``."""
-    click.echo(f"error: {mask_url(message)}", err=True)
-    sys.exit(code)
-
-
-def run_async(coro: Coroutine[Any, Any, R]) -> R:
-    """Run a coroutine for a command; errors become one line and exit 1."""
-    try:
-        return asyncio.run(coro)
-    except RabbitflowError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        sys.exit(130)
-    raise AssertionError("unreachable")
-
-
-def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn a `RabbitflowError` raised by a command into one stderr line and exit 1."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except RabbitflowError as exc:
-            fail(str(exc))
-        raise AssertionError("unreachable")
-
-    return wrapper
-
-
-def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``--url`` and ``--log-format``, accepted after any command name (DESIGN.md §3)."""
-    func = click.option(
-        "--url",
-        envvar=None,
-        default=None,
-        help="AMQP URL(s), comma-separated; default RABBITFLOW_URL.",
-    )(func)
-    func = click.option(
-        "--log-format",
-        type=click.Choice(["console", "json"]),
-        default=None,
-        help="Log format; default console on a terminal, else json.",
-    )(func)
-    return func
-
-
-def settings_from(url: str | None, log_format: str | None, **overrides: Any) -> Settings:
-    """Settings from the environment with command-line options on top."""
-    try:
-        base = Settings()
-    except ValidationError as exc:  # a bad RABBITFLOW_* variable
-        fail(
-            "; ".join(
-                f"invalid setting RABBITFLOW_{'_'.join(map(str, e['loc'])).upper()}: "
-                f"{e['msg']} (got {e.get('input')!r})"
-                for e in exc.errors(include_url=False)
-            )
-        )
-        raise
-    values = {"url": url, "log_format": log_format, **overrides}
-    changes = {k: v for k, v in values.items() if v is not None}
-    return base.model_copy(update=changes) if changes else base
+__all__ = [
+    "Context",
+    "common_options",
+    "fail",
+    "handle_errors",
+    "main",
+    "run_async",
+    "settings_from",
+]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,9 +41,17 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def _register() -> None:
-    # Imported for their side effect of attaching commands to `main`.
-    from rabbitflow.cli import lint, ops, runtime, topology  # noqa: F401
-
-
-_register()
+for _command in (
+    topology.validate,
+    topology.declare_command,
+    topology.graph,
+    runtime.run,
+    runtime.publish,
+    ops.status,
+    ops.plan,
+    ops.export,
+    ops.import_,
+    dlq.dlq,
+    lint.lint,
+):
+    main.add_command(_command)

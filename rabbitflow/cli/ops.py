@@ -14,14 +14,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from rabbitflow.amqp.connection import vhost_of
 from rabbitflow.amqp.management import management_client
 from rabbitflow.amqp.plan import Action, Plan, compare, live_declarations
 from rabbitflow.amqp.session import on_broker
 from rabbitflow.amqp.status import QueueStatus, status_from_amqp, status_from_management
-from rabbitflow.cli import dlq as _dlq  # noqa: F401  (attaches the dlq group to main)
 from rabbitflow.cli import exports
-from rabbitflow.cli.main import common_options, fail, handle_errors, main, run_async, settings_from
+from rabbitflow.cli.common import common_options, fail, handle_errors, run_async, settings_from
 from rabbitflow.cli.runtime import load_app
 from rabbitflow.errors import ConfigError, ManagementUnavailable, TopologyError
 from rabbitflow.render import k8s
@@ -32,12 +30,12 @@ from rabbitflow.render.definitions import (
     to_definitions,
     worker_owned_queues,
 )
-from rabbitflow.settings import Settings
+from rabbitflow.settings import Settings, vhost_of
 from rabbitflow.topology import Topology, load_text, load_topology
 from rabbitflow.topology.expand import Declarations, expand
 
 
-@main.command()
+@click.command()
 @click.argument("files", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per queue and line.")
 @click.option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
@@ -156,7 +154,7 @@ def _cell(value: float | int | None) -> str:
     return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
-@main.command()
+@click.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per change and line.")
 @common_options
@@ -208,7 +206,7 @@ def _show_plan(result: Plan, vhost: str, as_json: bool) -> None:
         )
 
 
-@main.command("export")
+@click.command("export")
 @click.argument("files", nargs=-1, required=True)
 @click.option(
     "--format",
@@ -309,7 +307,7 @@ def _export_definitions(
         click.echo(f"left out (declared by workers): {', '.join(skipped)}", err=True)
 
 
-@main.command("import")
+@click.command("import")
 @click.argument("definitions")
 @click.option("-o", "--output", required=True, help="topology.yaml, or - for stdout.")
 @click.option(

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import click
 import structlog
 
-from rabbitflow.cli.main import common_options, fail, main, run_async, settings_from
+from rabbitflow.cli.common import common_options, fail, run_async, settings_from
 from rabbitflow.errors import ConfigError, RabbitflowError
 from rabbitflow.settings import mask_url
 
@@ -22,6 +22,7 @@ from rabbitflow.settings import mask_url
 def load_app(target: str) -> Any:
     """Import ``MODULE:ATTR`` (the current directory on the path, as uvicorn does)."""
     from rabbitflow.app import App
+    from rabbitflow.router import Router
 
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
@@ -35,12 +36,22 @@ def load_app(target: str) -> Any:
             raise ConfigError(f"cannot import module {module_name!r}: {exc}") from None
         raise
     app = getattr(module, attr, None)
-    if not isinstance(app, App):
-        raise ConfigError(f"{target!r} is not a rabbitflow App (found {type(app).__name__})")
-    return app
+    if isinstance(app, App):
+        return app
+    apps = [n for n, v in vars(module).items() if isinstance(v, App)]
+    routers = [n for n, v in vars(module).items() if isinstance(v, Router)]
+    if not apps and routers:
+        raise ConfigError(
+            f"module {module_name!r} defines a Router ({', '.join(routers)}) but no App: "
+            f"create one there, e.g. app = App(topology=...); "
+            f"app.include_router({routers[0]}), and run {module_name}:app"
+        )
+    found = "nothing" if app is None else type(app).__name__
+    hint = f"; the module's App is {', '.join(apps)}" if apps else ""
+    raise ConfigError(f"{target!r} is not a rabbitflow App (found {found}){hint}")
 
 
-@main.command()
+@click.command()
 @click.argument("target", metavar="MODULE:APP")
 @click.option(
     "--topology",
@@ -287,7 +298,7 @@ def _parse_headers(pairs: tuple[str, ...]) -> dict[str, object]:
     return headers
 
 
-@main.command()
+@click.command()
 @click.argument("exchange")
 @click.argument("routing_key")
 @click.argument("body", required=False)

@@ -9,7 +9,7 @@ import click
 
 from rabbitflow.amqp.connection import connect
 from rabbitflow.amqp.declare import DeclareResult, binding_label, conflicts, declare
-from rabbitflow.cli.main import common_options, fail, handle_errors, main, run_async, settings_from
+from rabbitflow.cli.common import common_options, fail, handle_errors, run_async, settings_from
 from rabbitflow.errors import TopologyError
 from rabbitflow.logs import configure_logging
 from rabbitflow.render.graph import Format, render
@@ -24,7 +24,7 @@ FILES = click.argument(
 )
 
 
-@main.command()
+@click.command()
 @FILES
 @common_options
 def validate(files: tuple[Path, ...], url: str | None, log_format: str | None) -> None:
@@ -44,7 +44,7 @@ def validate(files: tuple[Path, ...], url: str | None, log_format: str | None) -
         click.echo(f"{file}: ok ({summary(file_part(topology, file))})")
 
 
-@main.command("declare")
+@click.command("declare")
 @FILES
 @click.option("--dry-run", is_flag=True, help="Print what would be declared; connect to nothing.")
 @common_options
@@ -74,7 +74,7 @@ def declare_command(
         raise SystemExit(1)
 
 
-@main.command()
+@click.command()
 @FILES
 @click.option(
     "--format",

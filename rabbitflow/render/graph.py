@@ -91,11 +91,8 @@ def build_graph(decls: Declarations) -> Graph:
 
 
 def binding_label(binding: BindingDecl) -> str:
-    """A binding's edge label: its routing key, or its header match (``any: format=mp4``)."""
-    if "x-match" in binding.arguments:
-        pairs = ", ".join(f"{k}={v}" for k, v in binding.arguments.items() if k != "x-match")
-        return f"{binding.arguments['x-match']}: {pairs}"
-    return binding.routing_key
+    """A binding's edge label: what it matches (`BindingDecl.matches`)."""
+    return binding.matches
 
 
 def render(decls: Declarations, fmt: Format | str = Format.MERMAID) -> str:

@@ -24,13 +24,12 @@ from aio_pika.abc import AbstractConnection
 from pamqp.commands import Basic
 
 from rabbitflow.amqp.connection import connect
-from rabbitflow.errors import HandlerTimeout, WaitTimeout
+from rabbitflow.errors import WaitTimeout
 from rabbitflow.topology.expand import Role, dead_letter_route, expand
 from rabbitflow.topology.schema import Topology
-from rabbitflow.worker.handler import HandlerSpec
 from rabbitflow.worker.message import Message
-from rabbitflow.worker.outcome import decide
-from rabbitflow.worker.runtime import routes_for
+from rabbitflow.worker.outcome import Outcome
+from rabbitflow.worker.pipeline import Delivery
 
 if TYPE_CHECKING:
     from rabbitflow.app import App
@@ -51,8 +50,9 @@ class Call:
     error: BaseException | None
     """What the handler raised (a `HandlerTimeout` for an async timeout), or None."""
     outcome: str
-    """``running`` while the handler runs, then ``ack``, ``retry``, ``dead_letter``,
-    ``nack`` or ``requeue`` (cancelled by a shutdown or a lost channel)."""
+    """``running`` while the handler runs, then the `Outcome.kind` the worker carried
+    out: ``ack``, ``retry``, ``dead_letter``, ``nack`` or ``requeue`` (cancelled by a
+    shutdown or a lost channel, or a copy the broker did not confirm)."""
 
     @property
     def attempt(self) -> int:
@@ -109,6 +109,7 @@ class Harness:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: bool = False
     _probe: AbstractConnection | None = None
+    _recorder: _Recorder | None = None
 
     async def close(self) -> None:
         """Close the connection used to look at queues."""
@@ -263,97 +264,46 @@ class Harness:
                 return
         await asyncio.sleep(0.001)
 
-    def _begin(self, spec: HandlerSpec, body: Any, message: Message) -> int:
-        with self._lock:
-            self.calls.append(Call(spec.queue, body, message, None, "running"))
-            return len(self.calls) - 1
-
-    def _finish(self, index: int, error: BaseException | None) -> None:
-        with self._lock:
-            call = self.calls[index]
-        outcome = "ack"
-        if isinstance(error, asyncio.CancelledError):
-            outcome = "requeue"
-        elif error is not None:
-            route = routes_for(self._topology(), call.queue)[0]
-            decision = decide(
-                error,
-                attempt=call.message.attempt,
-                retry=route.retry,
-                dead_letters=route.dead_letter is not None,
-            )
-            outcome = decision.action.value
-        with self._lock:
-            self.calls[index] = replace(call, error=error, outcome=outcome)
-
     def instrument(self) -> None:
-        """Record every handler run of the app (call before it starts)."""
-        for queue, spec in list(self.app.handlers.items()):
-            if not isinstance(spec, _Recorded):
-                self.app.handlers[queue] = _Recorded.wrap(spec, self)
+        """Record every handler run of the app (call before it starts): the harness is one
+        more observer of the worker's settle step, so each `Call.outcome` is what the
+        worker did, never a guess."""
+        if self._recorder is None:
+            self._recorder = _Recorder(self)
+        if self._recorder not in self.app.delivery_observers:
+            self.app.delivery_observers.append(self._recorder)
 
     def restore(self) -> None:
-        for queue, spec in list(self.app.handlers.items()):
-            if isinstance(spec, _Recorded):
-                self.app.handlers[queue] = spec.original
+        if self._recorder is not None:
+            with contextlib.suppress(ValueError):
+                self.app.delivery_observers.remove(self._recorder)
 
 
-class _Recorded(HandlerSpec):
-    """A handler spec whose calls are recorded by a `Harness`."""
+class _Recorder:
+    """Turns the pipeline's events into `Call`s: ``running`` when the handler starts,
+    then the outcome the settle step carried out."""
 
-    harness: Harness
-    original: HandlerSpec
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self._running: dict[int, int] = {}
+        """id(delivery) → index of its `Call`."""
 
-    @classmethod
-    def wrap(cls, spec: HandlerSpec, harness: Harness) -> _Recorded:
-        new = cls(
-            spec.func,
-            spec.queue,
-            spec.prefetch,
-            spec.timeout,
-            spec.is_async,
-            spec.decoder,
-            spec.message_param,
-            spec.body_first,
-            spec.options,
-        )
-        object.__setattr__(new, "harness", harness)
-        object.__setattr__(new, "original", spec)
-        return new
+    def started(self, d: Delivery) -> None:
+        harness = self.harness
+        with harness._lock:
+            harness.calls.append(Call(d.message.queue, d.body, d.message, None, "running"))
+            self._running[id(d)] = len(harness.calls) - 1
 
-    def call(self, body: Any, message: Message) -> Any:
-        if self.is_async:
-            return self._call_async(body, message)
-        index = self.harness._begin(self, body, message)
-        try:
-            result = super().call(body, message)
-        except Exception as exc:
-            self.harness._finish(index, exc)
-            raise
-        self.harness._finish(index, None)
-        return result
-
-    async def _call_async(self, body: Any, message: Message) -> Any:
-        index = self.harness._begin(self, body, message)
-        started = time.monotonic()
-        try:
-            result = await super().call(body, message)
-        except asyncio.CancelledError as exc:
-            # The consumer's timeout cancels the handler; so do a shutdown and a lost
-            # channel, which requeue it. Only a run as long as the timeout was one.
-            timed_out = self.timeout is not None and (
-                time.monotonic() - started >= self.timeout * 0.99
-            )
-            error: BaseException = exc
-            if timed_out and not self.harness.stopping:
-                error = HandlerTimeout(f"handler exceeded its {self.timeout:g}s timeout")
-            self.harness._finish(index, error)
-            raise
-        except Exception as exc:
-            self.harness._finish(index, exc)
-            raise
-        self.harness._finish(index, None)
-        return result
+    def settled(self, d: Delivery, outcome: Outcome) -> None:
+        if not d.ran:
+            return  # a duplicate, a body that did not decode, a middleware that refused
+        harness = self.harness
+        with harness._lock:
+            index = self._running.pop(id(d), None)
+            if index is None:
+                return
+            call = harness.calls[index]
+            harness.calls[index] = replace(call, error=d.error, outcome=outcome.kind)
 
 
 async def _settle(rounds: int = 5) -> None:

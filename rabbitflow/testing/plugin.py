@@ -20,11 +20,17 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from rabbitflow.testing.memory import MemoryBroker, register, unregister
-from rabbitflow.testing.vhost import TopologyArg, VirtualHost, temporary_vhost
+if TYPE_CHECKING:
+    from rabbitflow.testing.memory import MemoryBroker
+    from rabbitflow.testing.vhost import TopologyArg, VirtualHost
+
+# pytest loads this plugin into every test run of every project that installs rabbitflow:
+# the broker, the harness and aio-pika are imported by the fixtures that use them, never
+# at collection (tests/unit/test_layers.py holds that).
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:15672"
@@ -70,6 +76,8 @@ def rabbitflow_vhost(
     request: pytest.FixtureRequest, rabbitflow_topology: TopologyArg
 ) -> Iterator[VirtualHost]:
     """A fresh vhost for one test, with the topology declared; deleted afterwards."""
+    from rabbitflow.testing.vhost import temporary_vhost
+
     amqp, management = _urls(request.config)
     with temporary_vhost(amqp, management, topology=rabbitflow_topology) as vhost:
         yield vhost
@@ -80,6 +88,8 @@ def rabbitflow_module_vhost(request: pytest.FixtureRequest) -> Iterator[VirtualH
     """A fresh vhost shared by a module's tests. Its topology comes from the module's
     ``RABBITFLOW_TOPOLOGY`` attribute, if any (a module fixture cannot use the
     function-scoped ``rabbitflow_topology``)."""
+    from rabbitflow.testing.vhost import temporary_vhost
+
     amqp, management = _urls(request.config)
     topology = getattr(request.module, "RABBITFLOW_TOPOLOGY", None)
     with temporary_vhost(amqp, management, topology=topology) as vhost:
@@ -89,6 +99,8 @@ def rabbitflow_module_vhost(request: pytest.FixtureRequest) -> Iterator[VirtualH
 @pytest.fixture
 def memory_broker() -> Iterator[MemoryBroker]:
     """A fresh in-memory broker, reachable as ``memory_url`` while the test runs."""
+    from rabbitflow.testing.memory import MemoryBroker, register, unregister
+
     broker = register(MemoryBroker(f"test-{uuid.uuid4().hex[:12]}"))
     try:
         yield broker

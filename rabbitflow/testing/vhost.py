@@ -8,14 +8,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
 from rabbitflow.amqp.connection import connect
 from rabbitflow.amqp.declare import declare
 from rabbitflow.errors import ManagementError
-from rabbitflow.settings import mask_url
+from rabbitflow.settings import mask_url, vhost_url
 from rabbitflow.topology.expand import expand
 from rabbitflow.topology.loader import load_topology
 from rabbitflow.topology.schema import Topology
@@ -32,12 +32,6 @@ class VirtualHost:
     url: str
     """The AMQP URL of the vhost (what `App(url=...)` and `run_app` take)."""
     management_url: str
-
-
-def vhost_url(base_url: str, vhost: str) -> str:
-    """``base_url`` pointing at ``vhost`` instead of its own."""
-    parts = urlsplit(base_url)
-    return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
 
 
 def _credentials(url: str) -> tuple[str, str]:

@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from rabbitflow.errors import ConfigError
 from rabbitflow.topology.expand import dead_letter_route
+from rabbitflow.topology.matching import topic_matches
 from rabbitflow.topology.schema import ExchangeType, Topology, dead_letter_queue_name
+
+__all__ = ["DeadLetterQueue", "find_dead_letter_queue", "topic_matches"]
 
 
 @dataclass(frozen=True)
@@ -62,25 +65,9 @@ def find_dead_letter_queue(queue: str, topology: Topology | None = None) -> Dead
     return DeadLetterQueue(receivers[0], queue, shared=True)
 
 
-def topic_matches(pattern: str, routing_key: str) -> bool:
-    """Whether a topic binding key (``*`` one word, ``#`` zero or more) matches a key."""
-    return _topic(pattern.split("."), routing_key.split("."))
-
-
 def _routes(kind: ExchangeType | None, binding_key: str, routing_key: str) -> bool:
     if kind in (ExchangeType.FANOUT, ExchangeType.HEADERS, ExchangeType.CONSISTENT_HASH):
         return True
     if kind is ExchangeType.TOPIC:
         return topic_matches(binding_key, routing_key)
     return binding_key == routing_key
-
-
-def _topic(pattern: list[str], words: list[str]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return any(_topic(rest, words[i:]) for i in range(len(words) + 1))
-    if not words:
-        return False
-    return head in ("*", words[0]) and _topic(rest, words[1:])

@@ -90,6 +90,22 @@ class BindingDecl:
     arguments: Mapping[str, Any] = field(default_factory=dict)
     role: Role = Role.DECLARED
 
+    @property
+    def matches(self) -> str:
+        """What the binding matches: its routing key, or its header match
+        (``any: format=mp4``). The one wording of a binding; graphs label edges with it."""
+        if "x-match" in self.arguments:
+            pairs = ", ".join(f"{k}={v}" for k, v in self.arguments.items() if k != "x-match")
+            return f"{self.arguments['x-match']}: {pairs}"
+        return self.routing_key
+
+    @property
+    def label(self) -> str:
+        """The binding as one line: ``orders -> payments.charge [order.*]``."""
+        label = f"{self.source or '(default)'} -> {self.destination}"
+        matches = self.matches
+        return f"{label} [{matches}]" if matches else label
+
 
 @dataclass(frozen=True)
 class Declarations:

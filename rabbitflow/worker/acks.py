@@ -52,6 +52,10 @@ class Acker:
         self._schedule()
         return False
 
+    def pending(self, tag: int) -> bool:
+        """Whether ``tag`` was delivered and neither `ack` nor `settled` was called for it."""
+        return tag not in self._done and tag in self._outstanding
+
     def settled(self, tag: int) -> None:
         self._done[tag] = False
         self._schedule()

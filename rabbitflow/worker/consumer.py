@@ -1,21 +1,19 @@
-"""One queue's consumer: its own channel and prefetch, the handler run per delivery, and
-the delivery settled by the outcome (DESIGN.md §2).
+"""One queue's consumer: flow control only (DESIGN.md §2, §7).
 
-The order of settling is the at-least-once guarantee: a retry or dead-letter copy is
-confirmed by the broker *before* the original is acked, so a crash in between can
-duplicate a message but never lose it.
+It owns the channel, its prefetch (qos), the in-flight bound and the coalesced acks,
+pauses for an open circuit breaker, stops and restarts on cancel, close and reconnect.
+What happens to one delivery — middlewares, handler, decision, settle, observers — is
+the `Pipeline`'s (rabbitflow/worker/pipeline.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import contextvars
-import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Any, cast
 
 import aiormq
@@ -25,36 +23,33 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from rabbitflow.amqp.publish import Publisher
-from rabbitflow.compression import inflate
-from rabbitflow.errors import BodyDecodeError, HandlerTimeout, PublishError, Unroutable
-from rabbitflow.topology.schema import RetryPolicy, retry_queue_name
+from rabbitflow.amqp.transport import CONNECTION_LOST, GONE_OR_SILENT
 from rabbitflow.worker.acks import Acker
 from rabbitflow.worker.breaker import BreakerState, CircuitBreaker
-from rabbitflow.worker.codec import encode
 from rabbitflow.worker.handler import HandlerSpec
-from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver, message_fields
-from rabbitflow.worker.idempotency import IdempotencyStore, acquire
+from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver
+from rabbitflow.worker.idempotency.middleware import IdempotencyMiddleware
 from rabbitflow.worker.message import Message
-from rabbitflow.worker.outcome import (
-    Action,
-    Decision,
-    Reject,
-    decide,
-    describe,
-    failure_headers,
+from rabbitflow.worker.observers import (
+    BreakerMiddleware,
+    Counts,
+    MetricsObserver,
+    OutcomeLog,
+    TracingObserver,
 )
+from rabbitflow.worker.outcome import describe
+from rabbitflow.worker.pipeline import (
+    Delivery,
+    DeliveryObserver,
+    Middleware,
+    Pipeline,
+    SettledObserver,
+)
+from rabbitflow.worker.settle import COPY_FAILURE_PAUSE, Route, Settler
+
+__all__ = ["COPY_FAILURE_PAUSE", "QueueConsumer", "Route", "channel_close_reason"]
 
 log = structlog.get_logger("rabbitflow.worker")
-
-_CHANNEL_GONE = (
-    aiormq.exceptions.AMQPError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    ConnectionError,
-)
-COPY_FAILURE_PAUSE = 1.0
-"""Seconds a delivery waits before it is requeued because its retry or dead-letter copy
-could not be confirmed: it keeps its prefetch slot, so a broken broker slows the worker
-down instead of spinning the message."""
 
 
 def channel_close_reason(exc: BaseException) -> str:
@@ -67,19 +62,6 @@ def channel_close_reason(exc: BaseException) -> str:
             "(the message is redelivered)"
         )
     return text
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where a physical queue's failures go."""
-
-    queue: str
-    """The queue consumed (a work queue, or one partition of it)."""
-    logical: str
-    """The queue the handler was registered for (what `Message.queue` says)."""
-    retry: RetryPolicy | None
-    dead_letter: tuple[str, str] | None
-    """(exchange, routing key) for dead letters, or None to nack without requeue."""
 
 
 class QueueConsumer:
@@ -97,6 +79,10 @@ class QueueConsumer:
         observer: OutcomeObserver | None = None,
         tracer: DeliveryTracer | None = None,
         on_channel_lost: Callable[[QueueConsumer], None] | None = None,
+        stuck_after: float | None = None,
+        middlewares: Sequence[Middleware] = (),
+        observers: Sequence[DeliveryObserver] = (),
+        on_settled: Sequence[SettledObserver] = (),
     ) -> None:
         self.spec = spec
         self.route = route
@@ -114,26 +100,61 @@ class QueueConsumer:
         self._tag: str | None = None
         self._acker: Acker | None = None
         self._stopping = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: dict[asyncio.Task[Any], float] = {}
+        """Deliveries in the worker now → when each arrived (monotonic)."""
+        self.stuck_after = stuck_after
+        """Seconds after which a delivery still in the worker means the consumer is stuck
+        (`/healthz` then fails); None: never."""
+        self.settled_counts: collections.Counter[str] = collections.Counter()
+        """Deliveries settled since start, by outcome (logged when the worker stops)."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = log.bind(queue=route.queue, handler=spec.name)
-        # Successes are logged at debug level; skip building their fields when filtered.
-        enabled = getattr(self._log, "is_enabled_for", None)
-        self._log_successes = enabled is None or bool(enabled(logging.DEBUG))
-        self.store: IdempotencyStore | None = spec.options.get("idempotency")
-        self._key_of: Callable[[Message], str | None] = spec.options.get("idempotency_key") or (
-            lambda m: m.message_id
-        )
-        self._lease = max(60.0, 2 * (spec.timeout or 0))
-        self._limit = publisher.max_message_size
-        self._raw_ok = spec.body_type is bytes
-        self.breaker: CircuitBreaker | None = spec.options.get("circuit_breaker")
+        self.breaker: CircuitBreaker | None = spec.options.circuit_breaker
+        self.pipeline = self._pipeline(middlewares, observers, on_settled)
         self.paused = False
         """True while an open circuit breaker holds consumption (on purpose)."""
         self._resume: asyncio.Task[None] | None = None
         if self.breaker is not None:
             self.breaker.add_listener(self._breaker_changed)
+
+    def _pipeline(
+        self,
+        middlewares: Sequence[Middleware],
+        observers: Sequence[DeliveryObserver],
+        on_settled: Sequence[SettledObserver],
+    ) -> Pipeline:
+        """rabbitflow's own steps around the user's: idempotency outermost, then the
+        circuit breaker; the outcome log, the counts, metrics and tracing observe before
+        other observers."""
+        options = self.spec.options
+        chain: list[Middleware] = []
+        if options.idempotency is not None:
+            lease = max(60.0, 2 * (self.spec.timeout or 0))
+            chain.append(
+                IdempotencyMiddleware(
+                    options.idempotency, options.idempotency_key, lease=lease, log=self._log
+                )
+            )
+        if self.breaker is not None:
+            chain.append(BreakerMiddleware(self.breaker))
+        chain.extend(middlewares)
+        own: list[DeliveryObserver] = [OutcomeLog(self._log), Counts(self.settled_counts)]
+        if self.observer is not None:
+            own.append(MetricsObserver(self.route.logical, self.observer))
+        if self.tracer is not None:
+            own.append(TracingObserver(self.tracer))
+        settler = Settler(self.route, self.publisher, ack=self._ack, nack=self._nack, log=self._log)
+        return Pipeline(
+            self.spec,
+            self.route,
+            settler,
+            executor=self.executor,
+            middlewares=chain,
+            observers=[*own, *observers],
+            on_settled=on_settled,
+            tracer=self.tracer,
+        )
 
     @property
     def state(self) -> str:
@@ -142,6 +163,18 @@ class QueueConsumer:
         if not self.active or raw is None or raw.is_closed:
             return "down"
         return "paused" if self.paused else "consuming"
+
+    def stuck_for(self) -> float | None:
+        """How long the oldest delivery has been in the worker, when that is longer than
+        `stuck_after` (a handler that ignores cancellation, a settle that hangs)."""
+        if self.stuck_after is None or not self._tasks:
+            return None
+        # list() copies under the GIL: /healthz reads this from its own thread.
+        oldest = min(list(self._tasks.values()), default=None)
+        if oldest is None:
+            return None
+        age = time.monotonic() - oldest
+        return age if age > self.stuck_after else None
 
     async def start(self, connection: AbstractConnection) -> None:
         """Open a channel, set its prefetch and start consuming."""
@@ -188,7 +221,7 @@ class QueueConsumer:
         raw, tag = self._raw, self._tag
         self.paused, self._tag = True, None
         if raw is not None and not raw.is_closed and tag is not None:
-            with contextlib.suppress(*_CHANNEL_GONE):
+            with contextlib.suppress(*CONNECTION_LOST):
                 await raw.basic_cancel(tag)
         wait = self.breaker.seconds_until_half_open()
         self._log.warning("circuit open: consuming paused", resume_in_s=round(wait, 3))
@@ -203,7 +236,7 @@ class QueueConsumer:
     async def _restore_prefetch(self) -> None:
         raw = self._raw
         if raw is not None and not raw.is_closed:
-            with contextlib.suppress(*_CHANNEL_GONE):
+            with contextlib.suppress(*CONNECTION_LOST):
                 await raw.basic_qos(prefetch_count=self.prefetch)
         self._log.info("circuit closed: consuming at full prefetch", prefetch=self.prefetch)
 
@@ -244,10 +277,8 @@ class QueueConsumer:
             self._resume.cancel()
         raw = self._raw
         if raw is not None and not raw.is_closed and self._tag is not None:
-            try:
+            with contextlib.suppress(*GONE_OR_SILENT):
                 await asyncio.wait_for(raw.basic_cancel(self._tag), timeout=5)
-            except (*_CHANNEL_GONE, TimeoutError):
-                pass
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
@@ -269,10 +300,8 @@ class QueueConsumer:
             await asyncio.sleep(0)  # let the last ack frame reach the write queue
         channel, self._channel, self._raw = self._channel, None, None
         if channel is not None and not channel.is_closed:
-            try:
+            with contextlib.suppress(*GONE_OR_SILENT):
                 await asyncio.wait_for(channel.close(), timeout=5)
-            except (*_CHANNEL_GONE, TimeoutError):
-                pass
 
     async def _on_delivery(self, raw: DeliveredMessage) -> None:
         # aiormq runs each delivery in a task of its own; the channel's prefetch bounds
@@ -287,19 +316,41 @@ class QueueConsumer:
             return
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.add(task)
+            self._tasks[task] = time.monotonic()
         self.in_flight += 1
         try:
-            message = self._message(raw, tag)
-            if self.tracer is None:
-                await self._process(raw, message, channel, tag)
-            else:
-                with self.tracer.delivery(message):
-                    await self._process(raw, message, channel, tag)
+            await self.pipeline.run(Delivery(raw, self._message(raw, tag), channel, tag))
+        except Exception as exc:
+            await self._unsettled(raw, channel, tag, exc)
         finally:
             self.in_flight -= 1
             if task is not None:
-                self._tasks.discard(task)
+                self._tasks.pop(task, None)
+
+    async def _unsettled(
+        self, raw: DeliveredMessage, channel: Any, tag: int, exc: Exception
+    ) -> None:
+        """The last resort of a delivery whose processing raised: a bug in rabbitflow or a
+        value nothing anticipated. Left unsettled it would hold its prefetch slot and the
+        coalesced acks of every later delivery forever, so it is nacked without requeue
+        (the broker dead-letters it through the queue's arguments) and logged."""
+        acker = self._acker
+        pending = acker is not None and acker.channel is channel and acker.pending(tag)
+        props = raw.header.properties
+        self._log.error(
+            "delivery failed to settle; nacked without requeue (the broker dead-letters it)"
+            if pending
+            else "error after the delivery was settled",
+            message_id=props.message_id,
+            correlation_id=props.correlation_id,
+            outcome="nack" if pending else None,
+            error=describe(exc),
+            exc_info=exc,
+        )
+        if pending and not channel.is_closed:
+            await self._nack(channel, tag, requeue=False)
+            with contextlib.suppress(Exception):
+                self._settled("nack", exc)
 
     def _message(self, raw: DeliveredMessage, tag: int) -> Message:
         props = raw.header.properties
@@ -318,217 +369,8 @@ class QueueConsumer:
             redelivered=bool(delivery.redelivered),
             delivery_tag=tag,
             priority=props.priority,
+            consumed=self.route.queue,
         )
-
-    async def _process(
-        self, raw: DeliveredMessage, message: Message, channel: Any, tag: int
-    ) -> None:
-        props = raw.header.properties
-        spec = self.spec
-        started = time.perf_counter()
-        key = None
-        try:
-            if self.store is not None:
-                key = self._key_of(message)
-                if key is not None and not await acquire(
-                    self.store, key, lease=self._lease, poll_interval=0.05, max_wait=self._lease
-                ):
-                    self._log.info(
-                        "duplicate skipped", **message_fields(message, "ack", None), key=key
-                    )
-                    await self._ack(channel, tag)
-                    self._settled("ack", None)
-                    return
-            data = inflate(raw.body, props.content_encoding, limit=self._limit, raw_ok=self._raw_ok)
-            body = spec.decoder(data, props.content_type) if spec.decoder else None
-            result = await self._invoke(body, message)
-        except asyncio.CancelledError:
-            # Shutdown timeout or a lost channel: the message goes back untouched.
-            elapsed = time.perf_counter() - started
-            if key is not None and self.store is not None:
-                await asyncio.shield(self.store.release(key))
-            if not channel.is_closed:
-                await asyncio.shield(self._nack(channel, tag, requeue=True))
-            self._log.warning(
-                "handler cancelled; requeued", **message_fields(message, "requeue", elapsed)
-            )
-            self._settled("requeue", elapsed)
-            raise
-        except Exception as exc:
-            elapsed = time.perf_counter() - started
-            if key is not None and self.store is not None:
-                await self.store.release(key)
-            if self.breaker is not None and not isinstance(exc, Reject | BodyDecodeError):
-                self.breaker.record_failure()
-            decision = decide(
-                exc,
-                attempt=message.attempt,
-                retry=self.route.retry,
-                dead_letters=self.route.dead_letter is not None,
-            )
-            await self._fail(raw, message, decision, exc, channel, tag, elapsed)
-            return
-        elapsed = time.perf_counter() - started
-        if key is not None and self.store is not None:
-            # Recorded before the ack: a crash in between redelivers a message the store
-            # already knows, which is then skipped.
-            await self.store.complete(key)
-        if self.breaker is not None:
-            self.breaker.record_success()
-        if message.reply_to:
-            await self._reply(message, result)
-        await self._ack(channel, tag)
-        if self._log_successes:
-            self._log.debug("message handled", **message_fields(message, "ack", elapsed))
-        self._settled("ack", elapsed)
-
-    async def _invoke(self, body: Any, message: Message) -> Any:
-        spec = self.spec
-        if spec.is_async:
-            if spec.timeout is None:
-                return await spec.call(body, message)
-            try:
-                async with asyncio.timeout(spec.timeout):
-                    return await spec.call(body, message)
-            except TimeoutError:
-                raise HandlerTimeout(f"handler exceeded its {spec.timeout:g}s timeout") from None
-        # The thread runs in the delivery's context, so a sync handler's spans nest in the
-        # consumer span (run_in_executor alone would drop it, unlike asyncio.to_thread).
-        context = contextvars.copy_context()
-        future = asyncio.get_running_loop().run_in_executor(
-            self.executor, context.run, spec.call, body, message
-        )
-        if spec.timeout is None:
-            return await future
-        try:
-            # A thread cannot be cancelled: on timeout the message is retried and the
-            # thread is left to finish on its own (documented).
-            return await asyncio.wait_for(future, spec.timeout)
-        except TimeoutError:
-            raise HandlerTimeout(
-                f"handler exceeded its {spec.timeout:g}s timeout (sync handler left running)"
-            ) from None
-
-    async def _fail(
-        self,
-        raw: DeliveredMessage,
-        message: Message,
-        decision: Decision,
-        error: BaseException,
-        channel: Any,
-        tag: int,
-        elapsed: float,
-    ) -> None:
-        if decision.action is Action.NACK:
-            self._log.error(
-                "handler failed; queue has no dead letters, nacking",
-                **message_fields(message, "nack", elapsed),
-                error=describe(error),
-            )
-            await self._nack(channel, tag, requeue=False)
-            self._settled("nack", elapsed, error=error)
-            return
-        try:
-            await self._publish_copy(raw, message, decision, error)
-        except PublishError as exc:
-            if decision.action is Action.RETRY and isinstance(exc, Unroutable):
-                # The delay queue is gone: a dead letter is better than a lost message.
-                decision = Decision(Action.DEAD_LETTER)
-                try:
-                    await self._publish_copy(raw, message, decision, error)
-                except PublishError as again:
-                    await self._copy_failed(channel, tag, again, message, error, elapsed)
-                    return
-            else:
-                await self._copy_failed(channel, tag, exc, message, error, elapsed)
-                return
-        if decision.action is Action.RETRY:
-            self._log.info(
-                "handler failed; retrying",
-                **message_fields(message, "retry", elapsed),
-                error=describe(error),
-                delay_ms=decision.delay_ms,
-            )
-        else:
-            self._log.warning(
-                "handler failed; dead-lettered",
-                **message_fields(message, "dead_letter", elapsed),
-                error=describe(error),
-            )
-        await self._ack(channel, tag)
-        self._settled(decision.action.value, elapsed, delay_ms=decision.delay_ms, error=error)
-
-    async def _copy_failed(
-        self,
-        channel: Any,
-        tag: int,
-        exc: Exception,
-        message: Message,
-        error: BaseException,
-        elapsed: float,
-    ) -> None:
-        self._log.error(
-            "could not publish the retry/dead-letter copy; requeueing",
-            **message_fields(message, "requeue", elapsed),
-            error=describe(error),
-            reason=str(exc),
-        )
-        await asyncio.sleep(COPY_FAILURE_PAUSE)
-        await self._nack(channel, tag, requeue=True)
-        self._settled("requeue", elapsed, error=error)
-
-    async def _publish_copy(
-        self, raw: DeliveredMessage, message: Message, decision: Decision, error: BaseException
-    ) -> None:
-        props = raw.header.properties
-        delivery = cast(Basic.Deliver, raw.delivery)
-        retrying = decision.action is Action.RETRY
-        headers = failure_headers(
-            props.headers,
-            queue=self.route.logical,
-            attempt=message.attempt + 1 if retrying else message.attempt,
-            error=error,
-            exchange=delivery.exchange,
-            routing_key=delivery.routing_key or "",
-            with_traceback=not retrying,
-        )
-        copy = Basic.Properties(
-            content_type=props.content_type,
-            content_encoding=props.content_encoding,
-            headers=headers,
-            delivery_mode=props.delivery_mode,
-            priority=props.priority,
-            correlation_id=props.correlation_id,
-            reply_to=props.reply_to,
-            expiration=props.expiration,
-            message_id=props.message_id,
-            timestamp=props.timestamp,
-            message_type=props.message_type,
-            app_id=props.app_id,
-            # user_id is dropped: the broker checks it against the publishing user.
-        )
-        if retrying:
-            assert decision.delay_ms is not None
-            exchange, key = "", retry_queue_name(self.route.queue, decision.delay_ms)
-        else:
-            assert self.route.dead_letter is not None
-            exchange, key = self.route.dead_letter
-        await self.publisher.send(exchange, key, raw.body, copy, mandatory=True)
-
-    async def _reply(self, message: Message, result: Any) -> None:
-        body, content_type = encode(result)
-        props = Basic.Properties(
-            content_type=content_type, correlation_id=message.correlation_id, delivery_mode=1
-        )
-        try:
-            await self.publisher.send("", str(message.reply_to), body, props, mandatory=False)
-        except PublishError as exc:
-            self._log.warning(
-                "reply not delivered",
-                **message_fields(message, "ack", None),
-                reply_to=message.reply_to,
-                reason=str(exc),
-            )
 
     async def _ack(self, channel: Any, tag: int) -> None:
         acker = self._acker
@@ -536,7 +378,7 @@ class QueueConsumer:
             return  # coalesced into one basic.ack(multiple=True) per loop turn
         try:
             await channel.basic_ack(tag, wait=False)
-        except _CHANNEL_GONE as exc:
+        except CONNECTION_LOST as exc:
             self._late_ack(exc, tag)
 
     def _late_ack(self, exc: BaseException, tag: int | None = None) -> None:
@@ -548,20 +390,13 @@ class QueueConsumer:
         acker = self._acker
         try:
             await channel.basic_nack(tag, requeue=requeue, wait=False)
-        except _CHANNEL_GONE:
+        except CONNECTION_LOST:
             self._log.warning("late nack dropped: channel closed", delivery_tag=tag)
         if acker is not None and acker.channel is channel:
             acker.settled(tag)
 
-    def _settled(
-        self,
-        outcome: str,
-        seconds: float | None,
-        *,
-        delay_ms: int | None = None,
-        error: BaseException | None = None,
-    ) -> None:
+    def _settled(self, outcome: str, error: BaseException | None) -> None:
+        # Only for a delivery the pipeline could not settle (`_unsettled`).
+        self.settled_counts[outcome] += 1
         if self.observer is not None:
-            self.observer(self.route.logical, outcome, seconds, delay_ms=delay_ms, error=error)
-        if self.tracer is not None:
-            self.tracer.settled(outcome, error)
+            self.observer(self.route.logical, outcome, None, error=error)

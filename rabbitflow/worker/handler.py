@@ -3,18 +3,52 @@
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from rabbitflow.codec import Decoder, make_decoder
 from rabbitflow.errors import HandlerError
 from rabbitflow.units import parse_duration
-from rabbitflow.worker.codec import Decoder, make_decoder
 from rabbitflow.worker.message import Message
+
+if TYPE_CHECKING:
+    from rabbitflow.worker.breaker import CircuitBreaker
+    from rabbitflow.worker.idempotency import IdempotencyStore
 
 HandlerFunc = Callable[..., Any]
 """A user's handler: ``async def`` or plain ``def``, body first, optional `Message`."""
+
+ExceptionTypes = tuple[type[BaseException], ...]
+"""Exception classes of a retry filter (``retry_on``, ``dead_letter_on``)."""
+
+
+@dataclass(frozen=True)
+class HandlerOptions:
+    """The options of ``handler(...)`` beyond queue, prefetch and timeout (DESIGN.md §2, §7)."""
+
+    idempotency: IdempotencyStore | None = None
+    """A store: a message whose key was processed before is acked without a new run."""
+    idempotency_key: Callable[[Message], str | None] | None = None
+    """The key of a message; its ``message_id`` when None."""
+    circuit_breaker: CircuitBreaker | None = None
+    """Pauses consuming after consecutive failures."""
+    retry_on: ExceptionTypes = (Exception,)
+    """Failures retried per the queue's policy (nearest class of the MRO decides)."""
+    dead_letter_on: ExceptionTypes = ()
+    """Failures dead-lettered at once (nearest class of the MRO decides)."""
+    filters: dict[type[BaseException], bool] = field(default_factory=dict, compare=False)
+    """Class → retry?, the two tuples merged (built once; read by `outcome.retryable`)."""
+
+    def __post_init__(self) -> None:
+        merged: dict[type[BaseException], bool] = dict.fromkeys(self.retry_on, True)
+        merged.update(dict.fromkeys(self.dead_letter_on, False))
+        self.filters.update(merged)
+
+
+DEFAULT_OPTIONS = HandlerOptions()
 
 
 @dataclass(frozen=True)
@@ -31,8 +65,8 @@ class HandlerSpec:
     message_param: str | None
     """The name of the parameter annotated `Message`, if any."""
     body_first: bool
-    options: dict[str, Any]
-    """Further options (idempotency store, circuit breaker) by name."""
+    options: HandlerOptions = DEFAULT_OPTIONS
+    """Idempotency, circuit breaker and the retry filters."""
     body_type: Any = None
     """The body parameter's annotation (`inspect.Parameter.empty` when unannotated); None
     when the handler takes no body. Exports read it for the payload's JSON Schema."""
@@ -56,13 +90,15 @@ def inspect_handler(
     *,
     prefetch: int | None = None,
     timeout: float | str | None = None,
-    **options: Any,
+    options: HandlerOptions | None = None,
 ) -> HandlerSpec:
     """Read a handler's signature: which parameter is the body, which the `Message`.
 
     Raises:
         HandlerError: for a signature rabbitflow cannot call, or bad options.
     """
+    if options is None:
+        options = DEFAULT_OPTIONS
     if not callable(func):
         raise HandlerError(f"handler for {queue!r} is not callable: {func!r}")
     if prefetch is not None and not 1 <= prefetch <= 65535:
@@ -70,6 +106,13 @@ def inspect_handler(
             f"handler {func.__qualname__}: prefetch must be 1..65535, not {prefetch}"
         )
     seconds = _seconds(timeout, func)
+    _check_filters(func, "retry_on", options.retry_on)
+    _check_filters(func, "dead_letter_on", options.dead_letter_on)
+    if both := set(options.retry_on) & set(options.dead_letter_on):
+        raise HandlerError(
+            f"handler {_name(func)}: {', '.join(sorted(c.__name__ for c in both))} "
+            "in both retry_on and dead_letter_on; keep it in one"
+        )
     try:
         hints = typing.get_type_hints(func)
     except Exception as exc:  # an annotation that does not resolve
@@ -121,13 +164,38 @@ def inspect_handler(
     )
 
 
+def _check_filters(func: HandlerFunc, name: str, value: object) -> None:
+    if not isinstance(value, tuple) or not all(
+        isinstance(c, type) and issubclass(c, BaseException) for c in value
+    ):
+        raise HandlerError(
+            f"handler {_name(func)}: {name} must be a tuple of exception classes, not {value!r}"
+        )
+
+
+def _name(func: HandlerFunc) -> str:
+    return str(getattr(func, "__qualname__", repr(func)))
+
+
 def _seconds(timeout: float | str | None, func: HandlerFunc) -> float | None:
+    """A decorator's ``timeout=`` in seconds: a number is seconds, a string a duration."""
     if timeout is None:
         return None
+    hint = "use seconds (30, 0.5) or a duration such as '250ms', '30s', '5m'"
+    # A bare number in a string would be milliseconds to parse_duration (as in topology
+    # files) but seconds here: refused rather than guessed.
+    bare = isinstance(timeout, str) and timeout.strip().replace(".", "", 1).isdigit()
+    if isinstance(timeout, bool) or bare or not isinstance(timeout, int | float | str):
+        raise HandlerError(f"handler {func.__qualname__}: invalid timeout {timeout!r}: {hint}")
     try:
         value = parse_duration(timeout) / 1000 if isinstance(timeout, str) else float(timeout)
-    except ValueError as exc:
-        raise HandlerError(f"handler {func.__qualname__}: {exc}") from None
-    if value <= 0:
-        raise HandlerError(f"handler {func.__qualname__}: timeout must be positive")
+    except ValueError:
+        raise HandlerError(
+            f"handler {func.__qualname__}: invalid timeout {timeout!r}: {hint}"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise HandlerError(
+            f"handler {func.__qualname__}: timeout must be a positive number of seconds, "
+            f"not {timeout!r}"
+        )
     return value

@@ -1,24 +1,17 @@
-"""`Message`: what a handler may know about its delivery, and the stable header names."""
+"""`Message`: what a handler may know about its delivery (header names: `rabbitflow.headers`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-ATTEMPT = "x-rabbitflow-attempt"
-"""On a retry copy, the attempt it will be; on a dead letter, the attempt that failed last."""
-QUEUE = "x-rabbitflow-queue"
-"""The queue whose handler failed."""
-ERROR = "x-rabbitflow-error"
-"""``ExceptionType: message`` of the last failure (at most 1 KiB)."""
-TRACEBACK = "x-rabbitflow-traceback"
-"""The traceback of the last failure, on dead letters (at most 8 KiB, keeping its end)."""
-FAILED_AT = "x-rabbitflow-failed-at"
-"""ISO-8601 UTC time of the last failure."""
-ORIGINAL_EXCHANGE = "x-rabbitflow-original-exchange"
-ORIGINAL_ROUTING_KEY = "x-rabbitflow-original-routing-key"
-REPLAYED_AT = "x-rabbitflow-replayed-at"
-"""Set by ``rabbitflow dlq replay`` on the messages it moves back."""
+from rabbitflow.headers import (
+    ORIGINAL_EXCHANGE,
+    ORIGINAL_ROUTING_KEY,
+    from_delay_queue,
+    read_attempt,
+    read_text,
+)
 
 
 class Message:
@@ -26,6 +19,12 @@ class Message:
 
     On a retried delivery, `exchange` and `routing_key` are the original ones, so a topic
     handler sees what was published, and `attempt` counts from 1.
+
+    The headers come from the producer, so they are read defensively: an attempt that is
+    not an int in 1..1,000,000 counts as 1, and the original-exchange and -routing-key
+    headers are believed only on a delivery that came back from the queue's own delay
+    queues (or a ``dlq replay``); ``consumed`` is the physical queue delivered from (a
+    partition), when it differs from ``queue``.
     """
 
     __slots__ = (
@@ -61,6 +60,7 @@ class Message:
         redelivered: bool = False,
         delivery_tag: int = 0,
         priority: int | None = None,
+        consumed: str | None = None,
     ) -> None:
         self.body = body
         self.headers = headers
@@ -73,12 +73,16 @@ class Message:
         self.redelivered = redelivered
         self.delivery_tag = delivery_tag
         self.priority = priority
+        self.exchange, self.routing_key, self.attempt = exchange, routing_key, 1
         if headers:
-            self.exchange = str(headers.get(ORIGINAL_EXCHANGE, exchange))
-            self.routing_key = str(headers.get(ORIGINAL_ROUTING_KEY, routing_key))
-            self.attempt = _as_int(headers.get(ATTEMPT), 1)
-        else:
-            self.exchange, self.routing_key, self.attempt = exchange, routing_key, 1
+            self.attempt = read_attempt(headers)
+            if from_delay_queue(
+                headers, queue=consumed or queue, exchange=exchange, routing_key=routing_key
+            ):
+                original = read_text(headers, ORIGINAL_EXCHANGE)
+                self.exchange = exchange if original is None else original
+                original = read_text(headers, ORIGINAL_ROUTING_KEY)
+                self.routing_key = routing_key if original is None else original
 
     def __repr__(self) -> str:
         return (
@@ -88,12 +92,4 @@ class Message:
         )
 
 
-def _as_int(value: object, default: int) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    if isinstance(value, bytes | str):
-        try:
-            return max(int(value), 1)
-        except ValueError:
-            return default
-    return default
+__all__ = ["Message"]

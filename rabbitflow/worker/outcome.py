@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import traceback as tb
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
+from rabbitflow import headers as h
 from rabbitflow.errors import BodyDecodeError
 from rabbitflow.topology.schema import RetryPolicy
-from rabbitflow.worker import message as h
 
 MAX_ERROR_BYTES = 1024
 MAX_TRACEBACK_BYTES = 8 * 1024
@@ -53,26 +53,76 @@ class Decision:
 
 ACK = Decision(Action.ACK)
 
+OutcomeKind = Literal["ack", "retry", "dead_letter", "nack", "requeue", "dropped"]
+"""How a delivery ended (`Outcome.kind`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What was done with one delivery, as `@app.on_settled` observers are told after the
+    broker saw it (DESIGN.md §7)."""
+
+    kind: OutcomeKind
+    """``ack``, ``retry``, ``dead_letter``, ``nack``, ``requeue`` (shutdown, a lost
+    channel, or a copy that could not be published) or ``dropped`` (at-most-once)."""
+    attempt: int
+    """The attempt that ran (1-based)."""
+    delay: float | None = None
+    """For a retry: seconds the copy waits in its delay queue."""
+    destination: str | None = None
+    """The queue or exchange the copy went to (the delay queue, the dead-letter
+    exchange), else None."""
+    error: str | None = None
+    """``Type: message`` of the failure, else None."""
+    seconds: float | None = None
+    """How long the run took (middlewares and handler); None when nothing ran."""
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+    """The exception itself, for observers that report it (Sentry-style); None on ack."""
+
 
 def decide(
-    error: BaseException, *, attempt: int, retry: RetryPolicy | None, dead_letters: bool
+    error: BaseException,
+    *,
+    attempt: int,
+    retry: RetryPolicy | None,
+    dead_letters: bool,
+    filters: Mapping[type[BaseException], bool] | None = None,
 ) -> Decision:
-    """Choose the action after a handler failed on attempt ``attempt`` (1-based).
+    """Choose the action after a handler (or a middleware) failed on attempt ``attempt``
+    (1-based): the one place an outcome is decided (DESIGN.md §2, §7).
 
-    `Reject` and decode failures are dead-lettered at once; any other exception (a
-    timeout included) is retried while the policy allows, then dead-lettered.
+    `Reject` and decode failures are dead-lettered at once. Any other exception is looked
+    up in ``filters`` (class → retry?, from ``retry_on`` and ``dead_letter_on``) by the
+    nearest class of its MRO: retried while the policy allows, then dead-lettered; not
+    found, dead-lettered now. Without filters every `Exception` is retried.
     """
     final = Action.DEAD_LETTER if dead_letters else Action.NACK
     if isinstance(error, Reject | BodyDecodeError):
+        return Decision(final)
+    if filters is not None and not retryable(error, filters):
         return Decision(final)
     if retry is not None and attempt <= retry.max_retries:
         return Decision(Action.RETRY, retry.delay_for(attempt))
     return Decision(final)
 
 
+def retryable(error: BaseException, filters: Mapping[type[BaseException], bool]) -> bool:
+    """Whether the nearest class of ``error``'s MRO found in ``filters`` says retry
+    (as starlette looks up exception handlers); False when none is found."""
+    for cls in type(error).__mro__:
+        found = filters.get(cls)
+        if found is not None:
+            return found
+    return False
+
+
 def describe(error: BaseException) -> str:
     """``ExceptionType: message``, cut to at most 1 KiB of UTF-8."""
-    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    try:
+        detail = str(error)
+    except Exception:  # an exception whose __str__ itself raises
+        detail = "(its message could not be read)"
+    text = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
     return _cut(text, MAX_ERROR_BYTES, keep_end=False)
 
 
@@ -95,10 +145,13 @@ def failure_headers(
 ) -> dict[str, Any]:
     """Headers for a retry copy (``attempt`` = the next attempt) or a dead letter
     (``attempt`` = the one that failed): every original header kept except the broker's
-    own ``x-death`` family, which rabbitflow never republishes."""
-    out = {k: v for k, v in (headers or {}).items() if not k.startswith(_BROKER_HEADERS)}
-    out.setdefault(h.ORIGINAL_EXCHANGE, exchange)
-    out.setdefault(h.ORIGINAL_ROUTING_KEY, routing_key)
+    own ``x-death`` family, which rabbitflow never republishes. ``exchange`` and
+    ``routing_key`` are where the message was first published (`Message.exchange` and
+    `Message.routing_key`): they replace whatever original-* headers it carried."""
+    kept = {k: v for k, v in (headers or {}).items() if not k.startswith(_BROKER_HEADERS)}
+    out = h.republishable(kept)
+    out[h.ORIGINAL_EXCHANGE] = exchange
+    out[h.ORIGINAL_ROUTING_KEY] = routing_key
     out[h.ATTEMPT] = attempt
     out[h.QUEUE] = queue
     out[h.ERROR] = describe(error)

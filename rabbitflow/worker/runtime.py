@@ -4,8 +4,9 @@ restores them after the broker goes away (DESIGN.md §2 Lifecycle)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,15 +20,18 @@ from rabbitflow.errors import BrokerUnavailable, RabbitflowError
 from rabbitflow.settings import Settings
 from rabbitflow.topology.expand import Declarations, dead_letter_route, physical_queues
 from rabbitflow.topology.schema import Topology
-from rabbitflow.worker.consumer import QueueConsumer, Route
+from rabbitflow.worker.consumer import COPY_FAILURE_PAUSE, QueueConsumer, Route
 from rabbitflow.worker.handler import HandlerSpec
 from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver
+from rabbitflow.worker.pipeline import DeliveryObserver, Middleware, SettledObserver
 from rabbitflow.worker.watchdog import LoopWatchdog
 
 log = structlog.get_logger("rabbitflow.worker")
 
 RECONNECT_MIN = 0.2
 RECONNECT_MAX = 5.0
+_OUTCOMES = ("ack", "retry", "dead_letter", "nack", "requeue")
+"""The outcomes the stop line always names, 0 included."""
 
 
 def routes_for(topology: Topology, queue: str) -> list[Route]:
@@ -57,6 +61,21 @@ def default_prefetch(topology: Topology, spec: HandlerSpec, fallback: int) -> in
     return 1 if queue.partitions or queue.single_active_consumer else fallback
 
 
+def stuck_after(spec: HandlerSpec, settings: Settings) -> float:
+    """Seconds after which a delivery still in the worker means its consumer is stuck.
+
+    Far beyond what a healthy delivery can take: twice the handler's timeout (the
+    shutdown timeout for a handler without one), plus the longest a settle may wait
+    (two copies each up to ``publish_timeout``, the pause before a requeue) and, with an
+    idempotency store, the longest wait for another worker's lease.
+    """
+    limit = 2 * (spec.timeout or settings.shutdown_timeout)
+    limit += 2 * settings.publish_timeout + COPY_FAILURE_PAUSE + 1.0
+    if spec.options.idempotency is not None:
+        limit += max(60.0, 2 * (spec.timeout or 0))
+    return limit
+
+
 class Worker:
     """Runs consumers for a set of handlers until stopped, reconnecting as needed."""
 
@@ -72,6 +91,9 @@ class Worker:
         exit_on_cancel: bool = False,
         observer: OutcomeObserver | None = None,
         tracer: DeliveryTracer | None = None,
+        middlewares: Sequence[Middleware] = (),
+        on_settled: Sequence[SettledObserver] = (),
+        observers: Sequence[DeliveryObserver] = (),
     ) -> None:
         self.topology = topology
         self.declarations = declarations
@@ -92,6 +114,10 @@ class Worker:
                 observer=observer,
                 tracer=tracer,
                 on_channel_lost=self._consumer_channel_lost,
+                stuck_after=stuck_after(spec, settings),
+                middlewares=middlewares,
+                observers=observers,
+                on_settled=on_settled,
             )
             for spec in specs
             for route in routes_for(topology, spec.queue)
@@ -118,21 +144,27 @@ class Worker:
 
     @property
     def healthy(self) -> bool:
-        """Connected, and every consumer consuming (or paused by its circuit breaker)."""
-        return self.connected and all(c.state != "down" for c in self.consumers)
+        """Connected, and every consumer consuming (or paused by its circuit breaker) and
+        none stuck."""
+        return self.connected and all(
+            c.state != "down" and c.stuck_for() is None for c in self.consumers
+        )
 
-    async def start(self) -> None:
-        """Connect, declare (when asked), start every consumer.
+    async def start(self, before_consuming: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Connect, declare (when asked), run ``before_consuming`` (the app's lifespan),
+        start every consumer.
 
         Raises:
             BrokerUnavailable: when the broker cannot be reached at start (fail fast).
             DeclareConflict: when the topology conflicts with the broker.
+            Exception: whatever ``before_consuming`` raised; no consumer started and the
+                connection is closed.
         """
-        await self._open()
+        await self._open(before_consuming)
         self.watchdog.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitflow-supervisor")
 
-    async def _open(self) -> None:
+    async def _open(self, before_consuming: Callable[[], Awaitable[None]] | None = None) -> None:
         s = self.settings
         connection = await connect(
             s.urls,
@@ -144,6 +176,8 @@ class Worker:
         try:
             connection.close_callbacks.add(self._connection_closed)
             await self._declare(connection)
+            if before_consuming is not None:
+                await before_consuming()
             for consumer in self.consumers:
                 await consumer.start(connection)
         except BaseException:
@@ -270,4 +304,13 @@ class Worker:
                 await self.connection.close()
         await self.watchdog.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        settled: collections.Counter[str] = collections.Counter()
+        for consumer in self.consumers:
+            settled.update(consumer.settled_counts)
+        log.info(
+            "worker stopped",
+            settled=sum(settled.values()),
+            **{outcome: settled[outcome] for outcome in _OUTCOMES},
+            **{k: v for k, v in settled.items() if k not in _OUTCOMES},
+        )
         self.stopped.set()

@@ -111,3 +111,13 @@ queues:
     consumed, dead = depth_targets(topology, ["work", "plain", "mapped", "parts"])
     assert consumed == ["work", "plain", "mapped", "parts.p0", "parts.p1"]
     assert dead == [("work", "work.dlq"), ("mapped", "shared.dead"), ("parts", "parts.dlq")]
+
+
+def test_a_stuck_consumer_is_unhealthy_with_the_reason() -> None:
+    health = worker_health(True, True, [("a", "consuming"), ("b", "consuming")], [("b", 93.4, 81)])
+    assert not health.ok
+    assert health.body()["consumers"] == {"a": "consuming", "b": "stuck"}
+    assert health.reasons == (
+        "consumer stuck: b has held a delivery for 93s "
+        "(limit 81s: its timeout, or the shutdown timeout, twice over)",
+    )

@@ -7,8 +7,12 @@ as ``orders``, creating it on first use; `register` installs one made by a test 
 
 from __future__ import annotations
 
+from typing import cast
 from urllib.parse import urlsplit
 
+from aio_pika.abc import AbstractConnection
+
+from rabbitflow.amqp.transport import register_scheme
 from rabbitflow.testing.memory.broker import MemoryBroker, Stored
 from rabbitflow.testing.memory.channel import RawChannel
 from rabbitflow.testing.memory.connection import MemoryChannel, MemoryConnection
@@ -55,6 +59,15 @@ def broker_for(url: str) -> MemoryBroker:
     return broker
 
 
-async def connect_memory(url: str) -> MemoryConnection:
-    """A new connection to the broker a ``memory://`` URL names."""
-    return MemoryConnection(broker_for(url), url)
+async def connect_memory(url: str) -> AbstractConnection:
+    """A new connection to the broker a ``memory://`` URL names.
+
+    The opener of the ``memory`` transport: installed as the ``rabbitflow.transports``
+    entry point ``memory`` and registered when this package is imported, so
+    `rabbitflow.amqp.connection.connect` finds it without importing the testing package.
+    """
+    # MemoryConnection implements the part of AbstractConnection rabbitflow uses.
+    return cast(AbstractConnection, MemoryConnection(broker_for(url), url))
+
+
+register_scheme("memory", connect_memory)

@@ -64,8 +64,25 @@ class MemoryBroker:
         self.reply_channels: dict[str, RawChannel] = {}
         self.delivering = 0
         """Delivery callbacks running right now."""
+        self.blocked_reason: str | None = None
+        """Set while a simulated memory or disk alarm blocks publishing (`block`)."""
         self._seq = itertools.count(1)
         self._tags = itertools.count(1)
+
+    # -- alarms --------------------------------------------------------------------
+
+    def block(self, reason: str = "low on memory") -> None:
+        """Simulate a resource alarm: every connection is blocked (``connection.blocked``)
+        and its publishes wait until `unblock`, as RabbitMQ holds them."""
+        self.blocked_reason = reason
+        for connection in self.connections:
+            connection.unblocked.clear()
+
+    def unblock(self) -> None:
+        """Clear the alarm: held publishes go through."""
+        self.blocked_reason = None
+        for connection in self.connections:
+            connection.unblocked.set()
 
     # -- clock ---------------------------------------------------------------------
 

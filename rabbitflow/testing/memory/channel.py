@@ -263,6 +263,10 @@ class RawChannel:
             aiormq.exceptions.ChannelNotFoundEntity: no such exchange (channel closed).
         """
         self._check()
+        if not self.connection.unblocked.is_set():
+            # RabbitMQ holds a blocked connection's publishes until the alarm clears.
+            await self.connection.unblocked.wait()
+            self._check()
         props = properties or Basic.Properties()
         if props.reply_to == REPLY_TO:
             if self.reply_token is None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 from dataclasses import dataclass
@@ -85,7 +86,11 @@ class _Named:
 
 
 class MemoryConnection:
-    """A connection to a `MemoryBroker`; ``close_callbacks`` fire when it closes."""
+    """A connection to a `MemoryBroker`; ``close_callbacks`` fire when it closes.
+
+    Answers `rabbitflow.amqp.transport.ConnectionState` like the aiormq adapter does, so
+    a broker alarm (`MemoryBroker.block`) is seen by the publisher as on RabbitMQ.
+    """
 
     def __init__(self, broker: MemoryBroker, url: str) -> None:
         self.broker = broker
@@ -94,7 +99,20 @@ class MemoryConnection:
         self.close_callbacks = Callbacks()
         self.channels: set[RawChannel] = set()
         self._numbers = itertools.count(1)
+        self.unblocked = asyncio.Event()
+        """Clear while the broker blocks this connection: publishes wait on it."""
+        self.unblocked.set()
+        if broker.blocked_reason is not None:
+            self.unblocked.clear()
         broker.connected(self)
+
+    @property
+    def is_usable(self) -> bool:
+        return not self.is_closed
+
+    @property
+    def is_blocked(self) -> bool:
+        return not self.unblocked.is_set()
 
     async def channel(
         self,

@@ -7,33 +7,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from typing import Any
 
+from rabbitflow.topology.matching import topic_matches
 
-@lru_cache(maxsize=4096)
-def topic_matches(pattern: str, routing_key: str) -> bool:
-    """Whether a topic binding key matches a routing key.
-
-    Words are separated by dots; ``*`` stands for exactly one word and ``#`` for zero or
-    more. An empty key has no words (``#`` matches it, ``*`` does not).
-    """
-    return _match(
-        tuple(pattern.split(".")) if pattern else (),
-        tuple(routing_key.split(".")) if routing_key else (),
-    )
-
-
-def _match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        # '#' swallows zero words, or one word and stays.
-        return _match(rest, words) or (bool(words) and _match(pattern, words[1:]))
-    if not words:
-        return False
-    return (head == "*" or head == words[0]) and _match(rest, words[1:])
+__all__ = ["direct_matches", "hash_pick", "headers_match", "topic_matches"]
 
 
 def headers_match(binding: Mapping[str, Any], headers: Mapping[str, Any] | None) -> bool:

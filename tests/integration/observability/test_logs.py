@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from rabbitflow import App, Message, Reject
 from rabbitflow.settings import Settings
 from rabbitflow.topology import load_text
-from tests.conftest import BROKER_HOST
+from tests.conftest import BROKER_HOST, BROKER_PORT
 from tests.helpers import close_connections, wait_for
 from tests.integration.worker.procs import worker_connected
 
@@ -34,7 +34,7 @@ async def test_message_events_carry_their_keys_and_no_body_or_password(vhost: st
     # The first URL fails with the canary password; the worker falls back to the second.
     url = (
         f"amqp://guest:{PASSWORD}@{BROKER_HOST}:1/{vhost},"
-        f"amqp://guest:guest@{BROKER_HOST}:5672/{vhost}"
+        f"amqp://guest:guest@{BROKER_HOST}:{BROKER_PORT}/{vhost}"
     )
     app = App(load_text(TOPOLOGY), settings=Settings(url=url, log_level="DEBUG"))
     handled: list[str] = []

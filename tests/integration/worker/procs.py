@@ -15,6 +15,7 @@ import pytest
 
 from rabbitflow.amqp.publish import Outgoing
 from rabbitflow.producer import Producer
+from tests.conftest import BROKER_HOST, BROKER_PORT
 from tests.helpers import connections, consumer_count_of, wait_for
 
 TOPOLOGY = """
@@ -132,7 +133,7 @@ async def started_consuming(vhost: str, consumers: int = 1, queue: str = "jobs")
 
 
 async def consumer_count(vhost: str, queue: str = "jobs") -> int:
-    return await consumer_count_of(f"amqp://guest:guest@127.0.0.1:5672/{vhost}", queue)
+    return await consumer_count_of(f"amqp://guest:guest@{BROKER_HOST}:{BROKER_PORT}/{vhost}", queue)
 
 
 def worker_connected(vhost: str) -> bool:

@@ -8,7 +8,6 @@ included) reaches a handler only as raw ``bytes``, never deserialized.
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -59,38 +58,42 @@ def _decode_str(body: bytes, content_type: str | None) -> str:
         raise BodyDecodeError(f"body is not valid UTF-8: {exc}") from None
 
 
-def _decode_json(body: bytes, content_type: str | None) -> Any:
-    if not _is_json_type(content_type):
-        raise _refuse(content_type, "JSON")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BodyDecodeError(f"body is not valid JSON: {exc}") from None
-
-
 def _validation_message(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False, include_input=False)[:5]:
+        if err["type"] == "json_invalid":
+            # jiter's own words (position included), e.g. "EOF while parsing a value at
+            # line 1 column 8" or "recursion limit exceeded at line 1 column 202".
+            return f"body is not valid JSON: {err.get('ctx', {}).get('error', err['msg'])}"
         loc = ".".join(str(p) for p in err["loc"]) or "body"
         parts.append(f"{loc}: {err['msg']}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+_ANY_JSON: TypeAdapter[Any] = TypeAdapter(Any)
+_JSON_OBJECT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+
+
 def make_decoder(annotation: Any) -> Decoder:
     """Build the decoder for a handler's body parameter, once.
 
-    ``bytes`` → raw; ``str`` → UTF-8; no annotation, ``Any``, ``dict`` → JSON; a pydantic
-    model or any other type → JSON validated by pydantic.
+    ``bytes`` → raw; ``str`` → UTF-8; no annotation, ``Any``, ``object`` → any JSON value;
+    ``dict`` → a JSON object; a pydantic model or any other type → JSON validated by
+    pydantic. Every JSON body is parsed by pydantic's parser, so the same bad body gives
+    the same error whatever the annotation; any failure to decode (nesting deeper than
+    200, a validator that raises) is a `BodyDecodeError`: dead-lettered, never retried.
     """
     if annotation is bytes:
         return _decode_bytes
     if annotation is str:
         return _decode_str
-    if annotation in (inspect.Parameter.empty, Any, dict, object):
-        return _decode_json
     validate: Callable[[bytes], Any]
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    if annotation in (inspect.Parameter.empty, Any, object):
+        validate = _ANY_JSON.validate_json
+    elif annotation is dict:
+        validate = _JSON_OBJECT.validate_json
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
         validate = annotation.model_validate_json
     else:
         validate = TypeAdapter(annotation).validate_json
@@ -102,6 +105,10 @@ def make_decoder(annotation: Any) -> Decoder:
             return validate(body)
         except ValidationError as exc:
             raise BodyDecodeError(_validation_message(exc)) from None
+        except Exception as exc:  # a user's validator, or anything else: still the body's
+            raise BodyDecodeError(
+                f"body could not be decoded: {type(exc).__name__}: {exc}"
+            ) from None
 
     return decode
 

@@ -1,0 +1,77 @@
+"""`Router`: handlers declared in a module of their own, added to an `App` with
+`App.include_router` (DESIGN.md §7)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from rabbitflow.errors import HandlerError
+from rabbitflow.worker.handler import ExceptionTypes, HandlerOptions, HandlerSpec, inspect_handler
+
+if TYPE_CHECKING:
+    from rabbitflow.worker.breaker import CircuitBreaker
+    from rabbitflow.worker.idempotency import IdempotencyStore
+    from rabbitflow.worker.message import Message
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Router:
+    """A set of handlers by queue, with the same ``handler(...)`` decorator as `App`.
+
+    A router knows no topology: its queues are checked when an app includes it (or, when
+    the app's topology comes later, at `App.start`).
+    """
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, HandlerSpec] = {}
+
+    def handler(
+        self,
+        queue: str,
+        *,
+        prefetch: int | None = None,
+        timeout: float | str | None = None,
+        idempotency: IdempotencyStore | None = None,
+        idempotency_key: Callable[[Message], str | None] | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
+        retry_on: ExceptionTypes = (Exception,),
+        dead_letter_on: ExceptionTypes = (),
+    ) -> Callable[[F], F]:
+        """Register the decorated function as the handler of ``queue``; see `App.handler`.
+
+        Raises:
+            HandlerError: the queue has a handler in this router already, or the
+                function's signature or options cannot be served.
+        """
+        options = HandlerOptions(
+            idempotency=idempotency,
+            idempotency_key=idempotency_key,
+            circuit_breaker=circuit_breaker,
+            retry_on=retry_on,
+            dead_letter_on=dead_letter_on,
+        )
+
+        def register(func: F) -> F:
+            spec = inspect_handler(func, queue, prefetch=prefetch, timeout=timeout, options=options)
+            self.add(spec)
+            return func
+
+        return register
+
+    def add(self, spec: HandlerSpec) -> None:
+        """Add a handler worked out by `inspect_handler`.
+
+        Raises:
+            HandlerError: its queue has a handler here already.
+        """
+        taken = self.handlers.get(spec.queue)
+        if taken is not None:
+            raise HandlerError(
+                f"queue {spec.queue!r} has a handler already: {taken.name} (cannot add {spec.name})"
+            )
+        self.handlers[spec.queue] = spec
+
+
+__all__ = ["Router"]

@@ -1,0 +1,287 @@
+"""One delivery's way through the worker (DESIGN.md §7): middlewares around the handler
+call, the pure decision of `outcome.decide`, the settle step, then the observers.
+
+::
+
+    Delivery ─▶ [idempotency] ─▶ user middlewares ─▶ decode ─▶ [timeout] ─▶ handler
+                                                                               │
+      observers ◀── Settler (ack | copy+ack | nack | requeue) ◀── decide(exc) ◀┘
+
+The consumer only does flow control (qos, in-flight bound, ack coalescing, cancel,
+reconnect); it hands each delivery to `Pipeline.run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from rabbitflow.compression import inflate
+from rabbitflow.errors import HandlerTimeout
+from rabbitflow.worker.handler import HandlerSpec
+from rabbitflow.worker.message import Message
+from rabbitflow.worker.outcome import Outcome, decide
+
+if TYPE_CHECKING:
+    from rabbitflow.worker.hooks import DeliveryTracer
+    from rabbitflow.worker.settle import Route, Settler
+
+log = structlog.get_logger("rabbitflow.worker")
+
+CallNext = Callable[[Message], Awaitable[Any]]
+"""What a middleware calls to run the inner middlewares and the handler."""
+Middleware = Callable[[Message, CallNext], Awaitable[Any]]
+"""``async def mw(message, call_next)``, registered with ``@app.middleware``."""
+SettledObserver = Callable[[Message, Outcome], Awaitable[None]]
+"""``async def f(message, outcome)``, registered with ``@app.on_settled``."""
+
+
+class Delivery:
+    """One delivery's state on its way through the pipeline."""
+
+    __slots__ = (
+        "body",
+        "channel",
+        "delay_ms",
+        "encoding",
+        "error",
+        "message",
+        "ran",
+        "raw",
+        "reason",
+        "started",
+        "tag",
+    )
+
+    def __init__(self, raw: Any, message: Message, channel: Any, tag: int) -> None:
+        self.raw = raw
+        """The aiormq delivery (body and properties as received)."""
+        self.message = message
+        self.channel = channel
+        """The channel it came on: it is settled there, or not at all."""
+        self.tag = tag
+        self.started = 0.0
+        self.body: Any = None
+        """The decoded body, once decoded."""
+        props = getattr(getattr(raw, "header", None), "properties", None)
+        self.encoding: str | None = getattr(props, "content_encoding", None)
+        """The body's ``content_encoding`` (gzip, deflate), undone before decoding."""
+        self.ran = False
+        """True once the handler was called (not for a duplicate or a decode failure)."""
+        self.error: BaseException | None = None
+        """What the chain raised (a `CancelledError` for a shutdown), else None."""
+        self.delay_ms: int | None = None
+        self.reason: str | None = None
+        """Why a retry or dead-letter copy could not be published (the delivery was
+        requeued instead)."""
+
+
+class DeliveryObserver(Protocol):
+    """rabbitflow's own observers (logs, metrics, tracing, circuit breaker, the test
+    harness): told synchronously, with the whole delivery, before the user's.
+
+    One may also have ``started(delivery)``, called when the handler is about to run
+    with ``delivery.body`` (the test harness shows running calls with it).
+    """
+
+    def settled(self, delivery: Delivery, outcome: Outcome) -> None:
+        """The delivery's outcome was carried out."""
+
+
+class Duplicate(Exception):
+    """Raised by the idempotency middleware for a key processed before: the delivery is
+    acked without running the handler."""
+
+
+class Unsettleable(Exception):
+    """Raised by one of rabbitflow's own steps that failed in a way no outcome covers (an
+    idempotency store that cannot record a key): the pipeline re-raises ``error`` to the
+    consumer, whose last resort nacks the delivery without requeue and logs it."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+_current: contextvars.ContextVar[Delivery] = contextvars.ContextVar("rabbitflow_delivery")
+
+
+class Pipeline:
+    """Runs one handler's deliveries: chain, decision, settle, observers."""
+
+    def __init__(
+        self,
+        spec: HandlerSpec,
+        route: Route,
+        settler: Settler,
+        *,
+        executor: Executor,
+        middlewares: Sequence[Middleware] = (),
+        observers: Sequence[DeliveryObserver] = (),
+        on_settled: Sequence[SettledObserver] = (),
+        tracer: DeliveryTracer | None = None,
+    ) -> None:
+        self.spec = spec
+        self.route = route
+        self.settler = settler
+        self.executor = executor
+        self.tracer = tracer
+        self.max_body = settler.publisher.max_message_size
+        """The largest a compressed body may inflate to (``max_message_size``)."""
+        self._raw_ok = spec.body_type is bytes
+        self.observers = tuple(observers)
+        self.on_settled = tuple(on_settled)
+        self._starts: tuple[Any, ...] = tuple(o for o in self.observers if hasattr(o, "started"))
+        self._filters = spec.options.filters
+        self._dead_letters = route.dead_letter is not None
+        self._log = log.bind(queue=route.queue, handler=spec.name)
+        self.chain: CallNext | None = None
+        """The middlewares wrapped around the handler, outermost first; None without any
+        (the handler is then called directly: no cost for what is not used)."""
+        if middlewares:
+            self.chain = _compose(tuple(middlewares), self._core)
+
+    async def run(self, delivery: Delivery) -> None:
+        """Process one delivery to its end (settled and observed)."""
+        if self.tracer is None:
+            await self._run(delivery)
+        else:
+            with self.tracer.delivery(delivery.message):
+                await self._run(delivery)
+
+    async def _run(self, d: Delivery) -> None:
+        message = d.message
+        d.started = time.perf_counter()
+        try:
+            if self.chain is None:
+                result = await self._handle(d)
+            else:
+                _current.set(d)
+                result = await self.chain(message)
+        except asyncio.CancelledError as exc:
+            # Shutdown timeout or a lost channel: the message goes back untouched.
+            d.error = exc
+            outcome = await asyncio.shield(self.settler.requeue(d))
+            self._notify_now(d, outcome)
+            if self.on_settled:
+                await asyncio.shield(self._notify_user(message, outcome))
+            raise
+        except Duplicate:
+            outcome = await self.settler.ack(d, None, reply=False)
+        except Unsettleable as exc:
+            raise exc.error from None
+        except Exception as exc:
+            d.error = exc
+            decision = decide(
+                exc,
+                attempt=message.attempt,
+                retry=self.route.retry,
+                dead_letters=self._dead_letters,
+                filters=self._filters,
+            )
+            outcome = await self.settler.fail(d, decision, exc)
+        else:
+            outcome = await self.settler.ack(d, result, reply=bool(message.reply_to))
+        if self.observers:
+            self._notify_now(d, outcome)
+        if self.on_settled:
+            await self._notify_user(message, outcome)
+
+    def _notify_now(self, d: Delivery, outcome: Outcome) -> None:
+        for observer in self.observers:
+            try:
+                observer.settled(d, outcome)
+            except Exception as exc:  # an observer must never change an outcome
+                self._log.error("settled observer failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _notify_user(self, message: Message, outcome: Outcome) -> None:
+        for observer in self.on_settled:
+            try:
+                await observer(message, outcome)
+            except Exception as exc:
+                self._log.error(
+                    "on_settled observer failed; ignored",
+                    observer=getattr(observer, "__qualname__", repr(observer)),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+
+    # -- the innermost step: decode, then the handler (with its timeout) ------------
+
+    async def _core(self, message: Message) -> Any:
+        return await self._handle(_current.get())
+
+    async def _handle(self, d: Delivery) -> Any:
+        spec = self.spec
+        message = d.message
+        data = inflate(message.body, d.encoding, limit=self.max_body, raw_ok=self._raw_ok)
+        body = spec.decoder(data, message.content_type) if spec.decoder else None
+        d.body = body
+        d.ran = True
+        for observer in self._starts:
+            observer.started(d)
+        if spec.is_async:
+            if spec.timeout is None:
+                return await spec.call(body, message)
+            try:
+                async with asyncio.timeout(spec.timeout):
+                    return await spec.call(body, message)
+            except TimeoutError:
+                raise HandlerTimeout(f"handler exceeded its {spec.timeout:g}s timeout") from None
+        # The thread runs in the delivery's context, so a sync handler's spans nest in the
+        # consumer span (run_in_executor alone would drop it, unlike asyncio.to_thread).
+        context = contextvars.copy_context()
+        future = asyncio.get_running_loop().run_in_executor(
+            self.executor, context.run, spec.call, body, message
+        )
+        if spec.timeout is None:
+            return await future
+        try:
+            # A thread cannot be cancelled: on timeout the message is retried and the
+            # thread is left to finish on its own (documented).
+            return await asyncio.wait_for(future, spec.timeout)
+        except TimeoutError:
+            raise HandlerTimeout(
+                f"handler exceeded its {spec.timeout:g}s timeout (sync handler left running)"
+            ) from None
+
+
+def _compose(middlewares: tuple[Middleware, ...], core: CallNext) -> CallNext:
+    """``middlewares[0]`` outermost; each one's ``call_next`` is the rest of the chain."""
+    chain = core
+    for middleware in reversed(middlewares):
+        chain = _bind(middleware, chain)
+    return chain
+
+
+def _bind(middleware: Middleware, call_next: CallNext) -> CallNext:
+    async def step(message: Message) -> Any:
+        return await middleware(message, call_next)
+
+    step.__qualname__ = getattr(middleware, "__qualname__", "middleware")
+    return step
+
+
+def debug_enabled(logger: Any) -> bool:
+    """Whether a bound structlog logger would emit debug events (successes are logged at
+    debug level; building their fields is skipped when filtered)."""
+    enabled = getattr(logger, "is_enabled_for", None)
+    return enabled is None or bool(enabled(logging.DEBUG))
+
+
+__all__ = [
+    "CallNext",
+    "Delivery",
+    "DeliveryObserver",
+    "Duplicate",
+    "Middleware",
+    "Pipeline",
+    "SettledObserver",
+    "Unsettleable",
+]

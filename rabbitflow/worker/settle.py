@@ -1,0 +1,215 @@
+"""Carrying out an outcome: the one place a delivery is acked, nacked, requeued or
+copied to its delay queue or dead-letter exchange (DESIGN.md §2, §7).
+
+The order is the at-least-once guarantee: a retry or dead-letter copy is confirmed by
+the broker *before* the original is acked, so a crash in between can duplicate a
+message but never lose it. What the settler did is returned as an `Outcome`, which may
+differ from the decision: a retry whose delay queue is gone is dead-lettered instead,
+and a copy the broker did not confirm is requeued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pamqp.commands import Basic
+
+from rabbitflow.codec import encode
+from rabbitflow.errors import PublishError, Unroutable
+from rabbitflow.headers import ERROR, ERROR_TYPE
+from rabbitflow.topology.schema import RetryPolicy, retry_queue_name
+from rabbitflow.worker.hooks import message_fields
+from rabbitflow.worker.message import Message
+from rabbitflow.worker.outcome import Action, Decision, Outcome, describe, failure_headers
+
+if TYPE_CHECKING:
+    from rabbitflow.amqp.publish import Publisher
+    from rabbitflow.worker.pipeline import Delivery
+
+COPY_FAILURE_PAUSE = 1.0
+"""Seconds a delivery waits before it is requeued because its retry or dead-letter copy
+could not be confirmed: it keeps its prefetch slot, so a broken broker slows the worker
+down instead of spinning the message."""
+
+Settle = Callable[[Any, int], Awaitable[None]]
+"""``ack(channel, tag)``: the consumer's (coalescing) ack."""
+Nack = Callable[..., Awaitable[None]]
+"""``nack(channel, tag, requeue=...)``: the consumer's nack."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a physical queue's failures go."""
+
+    queue: str
+    """The queue consumed (a work queue, or one partition of it)."""
+    logical: str
+    """The queue the handler was registered for (what `Message.queue` says)."""
+    retry: RetryPolicy | None
+    dead_letter: tuple[str, str] | None
+    """(exchange, routing key) for dead letters, or None to nack without requeue."""
+
+
+class Settler:
+    """Carries out outcomes for the deliveries of one consumer."""
+
+    def __init__(
+        self, route: Route, publisher: Publisher, *, ack: Settle, nack: Nack, log: Any
+    ) -> None:
+        self.route = route
+        self.publisher = publisher
+        self._ack = ack
+        self._nack = nack
+        self._log = log
+
+    async def ack(self, d: Delivery, result: Any, *, reply: bool) -> Outcome:
+        """The handler succeeded (or the message was a duplicate): reply, then ack."""
+        seconds = time.perf_counter() - d.started if d.ran else None
+        if reply:
+            await self._reply(d.message, result)
+        await self._ack(d.channel, d.tag)
+        return Outcome("ack", d.message.attempt, seconds=seconds)
+
+    async def requeue(self, d: Delivery) -> Outcome:
+        """Give the message back untouched (shutdown timeout, lost channel)."""
+        seconds = time.perf_counter() - d.started
+        if not d.channel.is_closed:
+            await self._nack(d.channel, d.tag, requeue=True)
+        return Outcome("requeue", d.message.attempt, seconds=seconds)
+
+    async def fail(self, d: Delivery, decision: Decision, error: Exception) -> Outcome:
+        """Carry out the decision for a failure; returns what was done."""
+        seconds = time.perf_counter() - d.started
+        attempt = d.message.attempt
+        text = describe(error)
+        if d.message.reply_to:
+            # The caller learns of the failure now instead of waiting out its timeout.
+            await self._reply_error(d.message, error)
+        if decision.action is Action.NACK:
+            await self._nack(d.channel, d.tag, requeue=False)
+            return Outcome("nack", attempt, error=text, seconds=seconds, exception=error)
+        try:
+            destination = await self._publish_copy(d, decision, error)
+        except PublishError as exc:
+            if decision.action is Action.RETRY and isinstance(exc, Unroutable):
+                # The delay queue is gone: a dead letter is better than a lost message.
+                decision = Decision(Action.DEAD_LETTER)
+                try:
+                    destination = await self._publish_copy(d, decision, error)
+                except PublishError as again:
+                    return await self._copy_failed(d, again, text, seconds, error)
+            else:
+                return await self._copy_failed(d, exc, text, seconds, error)
+        await self._ack(d.channel, d.tag)
+        if decision.action is Action.RETRY:
+            assert decision.delay_ms is not None
+            d.delay_ms = decision.delay_ms
+            return Outcome(
+                "retry",
+                attempt,
+                delay=decision.delay_ms / 1000,
+                destination=destination,
+                error=text,
+                seconds=seconds,
+                exception=error,
+            )
+        return Outcome(
+            "dead_letter",
+            attempt,
+            destination=destination,
+            error=text,
+            seconds=seconds,
+            exception=error,
+        )
+
+    async def _copy_failed(
+        self, d: Delivery, exc: Exception, text: str, seconds: float, error: Exception
+    ) -> Outcome:
+        d.reason = str(exc)
+        await asyncio.sleep(COPY_FAILURE_PAUSE)
+        await self._nack(d.channel, d.tag, requeue=True)
+        return Outcome("requeue", d.message.attempt, error=text, seconds=seconds, exception=error)
+
+    async def _publish_copy(self, d: Delivery, decision: Decision, error: BaseException) -> str:
+        raw, message = d.raw, d.message
+        props = raw.header.properties
+        retrying = decision.action is Action.RETRY
+        headers = failure_headers(
+            props.headers,
+            queue=self.route.logical,
+            attempt=message.attempt + 1 if retrying else message.attempt,
+            error=error,
+            # What the message says, not what its headers claim: a first delivery's
+            # forged original-* headers are overwritten here.
+            exchange=message.exchange,
+            routing_key=message.routing_key,
+            with_traceback=not retrying,
+        )
+        copy = Basic.Properties(
+            content_type=props.content_type,
+            content_encoding=props.content_encoding,
+            headers=headers,
+            delivery_mode=props.delivery_mode,
+            priority=props.priority,
+            correlation_id=props.correlation_id,
+            reply_to=props.reply_to,
+            expiration=props.expiration,
+            message_id=props.message_id,
+            timestamp=props.timestamp,
+            message_type=props.message_type,
+            app_id=props.app_id,
+            # user_id is dropped: the broker checks it against the publishing user.
+        )
+        if retrying:
+            assert decision.delay_ms is not None
+            exchange, key = "", retry_queue_name(self.route.queue, decision.delay_ms)
+            destination = key
+        else:
+            assert self.route.dead_letter is not None
+            exchange, key = self.route.dead_letter
+            destination = exchange
+        await self.publisher.send(exchange, key, raw.body, copy, mandatory=True)
+        return destination
+
+    async def _reply_error(self, message: Message, error: BaseException) -> None:
+        """An error reply (DESIGN.md §13): empty body, the error in two headers."""
+        props = Basic.Properties(
+            correlation_id=message.correlation_id,
+            delivery_mode=1,
+            headers={ERROR: describe(error), ERROR_TYPE: type(error).__name__},
+        )
+        await self._send_reply(message, b"", props)
+
+    async def _reply(self, message: Message, result: Any) -> None:
+        try:
+            body, content_type = encode(result)
+        except Exception as exc:  # the handler returned something JSON cannot carry
+            self._log.error(
+                "reply could not be encoded; sending an error reply",
+                **message_fields(message, "ack", None),
+                error=describe(exc),
+            )
+            await self._reply_error(message, exc)
+            return
+        props = Basic.Properties(
+            content_type=content_type, correlation_id=message.correlation_id, delivery_mode=1
+        )
+        await self._send_reply(message, body, props)
+
+    async def _send_reply(self, message: Message, body: bytes, props: Basic.Properties) -> None:
+        try:
+            await self.publisher.send("", str(message.reply_to), body, props, mandatory=False)
+        except Exception as exc:  # a reply that fails must never keep a delivery unsettled
+            self._log.warning(
+                "reply not delivered",
+                **message_fields(message, "ack", None),
+                reply_to=message.reply_to,
+                reason=describe(exc),
+            )
+
+
+__all__ = ["COPY_FAILURE_PAUSE", "Route", "Settler"]
