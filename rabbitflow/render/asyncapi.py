@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
-from rabbitflow import dlq_headers
+from rabbitflow import headers as dlq_headers
 from rabbitflow.topology.expand import (
     BindingDecl,
     Declarations,
