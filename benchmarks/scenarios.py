@@ -26,6 +26,12 @@ IMPLS: dict[str, Impl] = {
         Impl("faststream", "FastStream", "faststream"),
         Impl("faststream+pydantic", "FastStream + pydantic", "faststream", validate=True),
         Impl("rabbitflow", "rabbitflow + pydantic", "rabbitflow", validate=True),
+        Impl(
+            "rabbitflow+middleware",
+            "rabbitflow + pydantic + 1 no-op middleware",
+            "rabbitflow_middleware",
+            validate=True,
+        ),
     )
 }
 BASELINE = "aiopika"
@@ -100,7 +106,14 @@ QUICK = Preset(
     processes=3_000,
 )
 
-CONSUMERS = ("aiopika", "aiopika+pydantic", "faststream", "faststream+pydantic", "rabbitflow")
+CONSUMERS = (
+    "aiopika",
+    "aiopika+pydantic",
+    "faststream",
+    "faststream+pydantic",
+    "rabbitflow",
+    "rabbitflow+middleware",
+)
 PUBLISHERS = ("aiopika", "faststream", "rabbitflow")
 LATENCY = ("aiopika", "faststream+pydantic", "rabbitflow")
 RETRY = ("aiopika+pydantic", "rabbitflow")

@@ -426,6 +426,17 @@ class App:
         finally:
             self._close_server()
 
+    async def close(self) -> None:
+        """Close everything the app opened: the worker if it runs (as `stop`), and the
+        producer's connection that ``app.publish`` or ``app.request`` opened on first use.
+
+        A script that only publishes needs no ``async with app`` (which would also run the
+        handlers and take messages from the real workers): publish, then ``await
+        app.close()`` — or use a `Producer`. Leaving it open is harmless too: the
+        connection closes with the event loop.
+        """
+        await self.stop()
+
     @property
     def healthy(self) -> bool:
         """True while connected and every consumer is active."""

@@ -19,10 +19,17 @@ except ImportError as exc:  # the worker runtime has not landed yet
     raise SystemExit(3) from None
 
 
-async def consume(spec: Spec) -> dict[str, Any]:
-    """Drain ``spec.count`` messages with a handler taking a pydantic model."""
+async def consume(spec: Spec, *, middleware: bool = False) -> dict[str, Any]:
+    """Drain ``spec.count`` messages with a handler taking a pydantic model (and, with
+    ``middleware``, one no-op ``@app.middleware`` around it)."""
     app = App(topology=spec.topology, url=spec.url)
     counter = Counter(spec.count)
+    if middleware:
+
+        @app.middleware
+        async def noop(message: Message, call_next: Any) -> Any:
+            return await call_next(message)
+
     if spec.scenario == "latency":
 
         @app.handler(spec.queue, prefetch=spec.prefetch)

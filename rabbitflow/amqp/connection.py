@@ -203,6 +203,7 @@ class Link:
         self.heartbeat = heartbeat
         self._connection: AbstractConnection | None = None
         self._lock = asyncio.Lock()
+        self._guard: asyncio.Task[None] | None = None
 
     @property
     def current(self) -> AbstractConnection | None:
@@ -233,11 +234,43 @@ class Link:
                     name=self.name,
                     tls_verify=self.tls_verify,
                 )
+                self._close_with_the_loop()
             assert self._connection is not None
             return self._connection
 
+    def _close_with_the_loop(self) -> None:
+        """Close the connection when the event loop ends, if nobody closed it before.
+
+        A script that publishes and returns from ``asyncio.run`` without closing would
+        otherwise leave the connection to the garbage collector after the loop closed,
+        and aio-pika's close callbacks print "Task was destroyed but it is pending".
+        ``asyncio.run`` cancels every task before closing the loop: this one then closes
+        the connection while the loop still runs.
+        """
+        if self._guard is None or self._guard.done():
+            self._guard = asyncio.get_running_loop().create_task(
+                self._close_on_cancel(), name=f"{self.name}-close-with-loop"
+            )
+
+    async def _close_on_cancel(self) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self._close()
+            # Let the connection's close callbacks run before the loop goes away.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            raise
+
     async def close(self) -> None:
         """Close the connection if open."""
+        guard, self._guard = self._guard, None
+        if guard is not None and guard is not asyncio.current_task():
+            guard.cancel()
+        await self._close()
+
+    async def _close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed:
             await connection.close()

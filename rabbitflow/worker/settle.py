@@ -62,6 +62,8 @@ class Settler:
     ) -> None:
         self.route = route
         self.publisher = publisher
+        self.ack_now = ack
+        """The consumer's (coalescing) ack, for the pipeline's success path."""
         self._ack = ack
         self._nack = nack
         self._log = log
