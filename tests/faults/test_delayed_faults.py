@@ -107,7 +107,7 @@ async def test_confirmed_delayed_messages_survive_the_node(delay_node: Node, fau
     await asyncio.sleep(1)
     await asyncio.to_thread(delay_node.start)
     restarted = time.time()
-    got, duplicates = await _receive(url, len(delays), timeout=150)
+    got, duplicates = await _receive(url, len(delays), timeout=90)
     print(f"{fault}: node back after {restarted - sent:.1f}s, {len(got)} arrived, {duplicates} dup")
     if len(got) < len(delays):
         held = await asyncio.to_thread(
