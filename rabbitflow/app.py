@@ -7,6 +7,7 @@ import inspect
 import signal
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace, TracebackType
 from typing import Any, TypeVar
@@ -23,7 +24,12 @@ from rabbitflow.monitor import Monitor, depth_targets
 from rabbitflow.producer import Producer
 from rabbitflow.router import Router
 from rabbitflow.settings import DEFAULT_PREFETCH, Settings
-from rabbitflow.topology.expand import dead_letter_route, expand, retry_delays
+from rabbitflow.topology.expand import (
+    dead_letter_route,
+    delayed_exchanges,
+    expand,
+    retry_delays,
+)
 from rabbitflow.topology.loader import load_topology
 from rabbitflow.topology.schema import Topology
 from rabbitflow.topology.validate import did_you_mean
@@ -514,12 +520,20 @@ class App:
         expiration: str | int | None = None,
         priority: int | None = None,
         timeout: float | None = None,
+        confirm: bool = True,
+        delay: float | str | timedelta | None = None,
+        compress: bool | None = None,
     ) -> str:
         """Publish and return once the broker confirmed it; returns the ``message_id``.
+
+        ``confirm=False``: fire-and-forget; ``delay``: delivered after it (the exchange needs
+        ``delayed: true``); ``compress``: gzip the body (DESIGN.md §8).
 
         Raises:
             PublishNacked, Unroutable, ExchangeNotFound, PublishTimeout, MessageTooLarge.
         """
+        if self.topology is not None:
+            self.producer.publisher.delayed = frozenset(delayed_exchanges(self.topology))
         return await self.producer.publish(
             exchange,
             routing_key,
@@ -532,6 +546,9 @@ class App:
             expiration=expiration,
             priority=priority,
             timeout=timeout,
+            confirm=confirm,
+            delay=delay,
+            compress=compress,
         )
 
     async def request(

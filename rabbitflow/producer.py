@@ -52,6 +52,7 @@ class Producer:
             max_message_size=s.max_message_size,
             observer=observer,
             tracer=tracer,
+            compress_min_size=s.compress_min_size,
         )
         self.requests = RequestClient(
             self.link,

@@ -17,6 +17,12 @@ DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
 DEFAULT_PREFETCH = 32
 
 
+def _optional_size(value: object) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off", "none")):
+        return None
+    return parse_size(value)
+
+
 class Settings(BaseSettings):
     """rabbitflow's settings (DESIGN.md §4). Command-line options override them."""
 
@@ -36,6 +42,16 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(default=5.0, gt=0)
     heartbeat: int = Field(default=15, ge=0)
     max_message_size: Annotated[int, BeforeValidator(parse_size)] = 16 * 1024 * 1024
+    compress_min_size: Annotated[int | None, BeforeValidator(_optional_size)] = None
+    """Gzip every published body larger than this (e.g. ``64KiB``); off by default."""
+    autoscale_interval: float = Field(default=5.0, gt=0)
+    """``--processes MIN:MAX``: seconds between samples of the served queues."""
+    autoscale_backlog: int = Field(default=1, ge=0)
+    """Ready messages above which the served queues count as backlogged."""
+    autoscale_grow_after: int = Field(default=3, ge=1)
+    """Consecutive backlogged samples (processes busy) before a process is added."""
+    autoscale_idle: float = Field(default=60.0, gt=0)
+    """Seconds of idleness (nothing ready or unacked) before a process is removed."""
     queue_poll_interval: float = Field(default=5.0, gt=0)
     """Seconds between polls of queue and dead-letter depths for the metrics."""
     metrics_dir: str | None = None

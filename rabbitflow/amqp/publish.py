@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import aiormq
@@ -24,11 +24,13 @@ from aio_pika.abc import AbstractChannel
 from pamqp import commands as spec
 from pamqp.commands import Basic
 
+from rabbitflow import compression
 from rabbitflow.amqp.connection import Link, is_blocked
 from rabbitflow.amqp.transport import CONNECTION_LOST
 from rabbitflow.codec import encode
 from rabbitflow.errors import (
     BrokerUnavailable,
+    ConfigError,
     ExchangeNotFound,
     InvalidName,
     MessageTooLarge,
@@ -37,7 +39,9 @@ from rabbitflow.errors import (
     PublishTimeout,
     Unroutable,
 )
+from rabbitflow.topology import delay as ladder
 from rabbitflow.topology.names import name_problem, short
+from rabbitflow.units import parse_duration
 
 log = structlog.get_logger("rabbitflow.publish")
 
@@ -117,6 +121,8 @@ class BulkResult:
     """What happened to each message of a bulk publish, by index."""
 
     confirmed: list[int] = field(default_factory=list)
+    written: list[int] = field(default_factory=list)
+    """Messages sent without confirms (``confirm=False``): written, fate unknown."""
     returned: list[int] = field(default_factory=list)
     nacked: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
@@ -148,10 +154,17 @@ class Publisher:
         max_message_size: int = 16 * 1024 * 1024,
         observer: PublishObserver | None = None,
         tracer: PublishTracer | None = None,
+        compress_min_size: int | None = None,
+        delayed: Iterable[str] | None = None,
         setup: ChannelSetup | None = None,
     ) -> None:
         self.link = link
         self.setup = setup
+        self.compress_min_size = compress_min_size
+        self.delayed: frozenset[str] | None = None if delayed is None else frozenset(delayed)
+        """Exchanges that can receive delayed messages; None: not known (no topology)."""
+        self._plain: AbstractChannel | None = None
+        self._plain_raw: aiormq.abc.AbstractChannel | None = None
         self.timeout = timeout
         self.max_message_size = max_message_size
         self.observer = observer
@@ -178,6 +191,18 @@ class Publisher:
                 self._raw = raw
             return self._raw
 
+    async def _unconfirmed(self) -> aiormq.abc.AbstractChannel:
+        """The channel for ``confirm=False``: no publisher confirms, nothing to wait for."""
+        raw = self._plain_raw
+        if raw is not None and not raw.is_closed:
+            return raw
+        async with self._lock:
+            if self._plain_raw is None or self._plain_raw.is_closed:
+                connection = await self.link.get()
+                self._plain = await connection.channel(publisher_confirms=False)
+                self._plain_raw = await self._plain.get_underlay_channel()
+            return self._plain_raw
+
     async def publish(
         self,
         exchange: str,
@@ -194,11 +219,18 @@ class Publisher:
         priority: int | None = None,
         timeout: float | None = None,
         content_type: str | None = None,
+        confirm: bool = True,
+        delay: float | str | timedelta | None = None,
+        compress: bool | None = None,
     ) -> str:
         """Publish one message and return once the broker confirmed it.
 
         ``content_type`` overrides the one chosen from the body's type; a ``str`` or
-        ``bytes`` body is then sent as it is.
+        ``bytes`` body is then sent as it is. ``confirm=False`` returns once the frame is
+        written (fire-and-forget, not mandatory). ``delay`` (seconds or a duration such as
+        ``"10m"``) hands the message to the ``rabbitflow.delay.*`` ladder, which delivers it
+        to ``exchange`` after the delay. ``compress=True`` gzips the body (``None``: above
+        ``compress_min_size``).
 
         Returns:
             The message's ``message_id`` (made when none is given).
@@ -215,6 +247,11 @@ class Publisher:
             BrokerUnavailable: no broker could be reached.
         """
         data, chosen = encode(body)
+        encoding = None
+        if compression.should_compress(
+            len(data), compress=compress, min_size=self.compress_min_size
+        ):
+            data, encoding = compression.gzip_body(data), compression.GZIP
         props = properties(
             content_type=content_type or chosen,
             headers=headers,
@@ -225,9 +262,18 @@ class Publisher:
             expiration=expiration,
             priority=priority,
         )
+        props.content_encoding = encoding
+        if delay is not None:
+            exchange = self._delayed(exchange, delay, props)
         if self.tracer is None:
             await self.send(
-                exchange, routing_key, data, props, mandatory=mandatory, timeout=timeout
+                exchange,
+                routing_key,
+                data,
+                props,
+                mandatory=mandatory,
+                timeout=timeout,
+                confirm=confirm,
             )
         else:
             # Only new messages get a context of their own: retry and dead-letter copies
@@ -237,7 +283,13 @@ class Publisher:
                 if carrier:  # the span's context, when tracing is configured
                     props.headers = carrier
                 await self.send(
-                    exchange, routing_key, data, props, mandatory=mandatory, timeout=timeout
+                    exchange,
+                    routing_key,
+                    data,
+                    props,
+                    mandatory=mandatory,
+                    timeout=timeout,
+                    confirm=confirm,
                 )
         assert props.message_id is not None
         return props.message_id
@@ -251,8 +303,11 @@ class Publisher:
         *,
         mandatory: bool = True,
         timeout: float | None = None,
+        confirm: bool = True,
     ) -> None:
         """Publish raw bytes with given properties; the core of every publish.
+
+        ``confirm=False``: on the unconfirmed channel, not mandatory, done once written.
 
         Raises:
             The same errors as `publish`.
@@ -269,14 +324,17 @@ class Publisher:
         raw: aiormq.abc.AbstractChannel | None = None
         try:
             async with asyncio.timeout(limit):
-                raw = await self._underlay()
+                raw = await (self._underlay() if confirm else self._unconfirmed())
                 result = await raw.basic_publish(
                     body,
                     exchange=exchange,
                     routing_key=routing_key,
                     properties=props,
-                    mandatory=mandatory,
+                    mandatory=mandatory and confirm,
                 )
+            if not confirm:
+                outcome = "written"
+                return
             if isinstance(result, spec.Basic.Nack):
                 raise aiormq.exceptions.DeliveryError(None, result)
             self._nacks_in_row = 0
@@ -316,6 +374,24 @@ class Publisher:
             if self.observer is not None:
                 self.observer(exchange, outcome, time.perf_counter() - started)
 
+    def _delayed(
+        self, exchange: str, delay: float | str | timedelta, props: Basic.Properties
+    ) -> str:
+        """Route a message through the delay ladder: returns the exchange to publish to."""
+        if self.delayed is not None and exchange not in self.delayed:
+            raise ConfigError(
+                f"exchange {exchange!r} cannot receive delayed messages; "
+                "set `delayed: true` on it in the topology"
+            )
+        if exchange == "":
+            raise ConfigError("the default exchange cannot receive delayed messages")
+        try:
+            seconds = ladder.whole_seconds(delay_seconds(delay))
+        except ValueError as exc:
+            raise ConfigError(f"bad delay {delay!r}: {exc}") from None
+        props.headers = {**(props.headers or {}), **ladder.headers_for(exchange, seconds)}
+        return ladder.entry()
+
     def _nacked(self, raw: aiormq.abc.AbstractChannel) -> None:
         self._nacks_in_row += 1
         if self._nacks_in_row < NACKS_BEFORE_NEW_CHANNEL or raw is not self._raw:
@@ -354,6 +430,9 @@ class Publisher:
         *,
         window: int = 1000,
         progress: Callable[[int], None] | None = None,
+        confirm: bool = True,
+        delay: float | str | timedelta | None = None,
+        compress: bool | None = None,
     ) -> BulkResult:
         """Publish many messages with pipelined confirms, at most ``window`` unconfirmed.
 
@@ -380,7 +459,13 @@ class Publisher:
                     if item.properties is not None:
                         if not isinstance(item.body, bytes):
                             raise PublishError("a message with properties= needs a bytes body")
-                        await self.send(item.exchange, item.routing_key, item.body, item.properties)
+                        await self.send(
+                            item.exchange,
+                            item.routing_key,
+                            item.body,
+                            item.properties,
+                            confirm=confirm,
+                        )
                     else:
                         await self.publish(
                             item.exchange,
@@ -391,26 +476,33 @@ class Publisher:
                             correlation_id=item.correlation_id,
                             content_type=item.content_type,
                             expiration=item.expiration,
+                            confirm=confirm,
+                            delay=delay,
+                            compress=compress,
                         )
-                    result.confirmed.append(index)
+                    (result.confirmed if confirm else result.written).append(index)
                 except Unroutable:
                     result.returned.append(index)
                 except PublishNacked:
                     result.nacked.append(index)
-                except (PublishError, InvalidName) as exc:
+                except (PublishError, ConfigError) as exc:
                     result.failed[index] = str(exc)
                 if progress is not None:
                     progress(index)
 
         # Open the channel first, so that no lane waits for it and overtakes another.
-        await self._underlay()
+        await (self._underlay() if confirm else self._unconfirmed())
         await asyncio.gather(*(lane() for _ in range(max(1, window))))
-        for outcome in (result.confirmed, result.returned, result.nacked):
+        for outcome in (result.confirmed, result.written, result.returned, result.nacked):
             outcome.sort()
         return result
 
     async def close(self) -> None:
         """Close the channel (the link is closed by its owner)."""
+        plain, self._plain, self._plain_raw = self._plain, None, None
+        if plain is not None and not plain.is_closed:
+            with contextlib.suppress(aiormq.exceptions.AMQPError, ConnectionError, RuntimeError):
+                await plain.close()
         channel, self._channel, self._raw = self._channel, None, None
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(*CONNECTION_LOST):
@@ -426,6 +518,18 @@ def check_destination(exchange: str, routing_key: str) -> None:
     problem = name_problem(routing_key, "routing key")
     if problem is not None:
         raise InvalidName(f"cannot publish with routing key {short(routing_key)}: {problem}")
+
+
+def delay_seconds(delay: float | str | timedelta) -> float:
+    """A delay in seconds: a number of seconds, a duration string (``"10m"``) or a
+    ``timedelta``."""
+    if isinstance(delay, timedelta):
+        return delay.total_seconds()
+    if isinstance(delay, str):
+        return parse_duration(delay.strip()) / 1000
+    if isinstance(delay, bool):
+        raise ValueError("a delay is seconds or a duration such as 10m")
+    return float(delay)
 
 
 async def _close_quietly(channel: AbstractChannel) -> None:

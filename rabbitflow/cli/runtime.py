@@ -123,9 +123,9 @@ def _relative(path: str) -> str:
 )
 @click.option(
     "--processes",
-    type=click.IntRange(1, 256),
-    default=1,
-    help="Worker processes under one supervisor.",
+    default="1",
+    metavar="N|MIN:MAX",
+    help="Worker processes under one supervisor; MIN:MAX autoscales between the bounds.",
 )
 @click.option("--no-declare", is_flag=True, help="Do not declare the topology at start.")
 @click.option(
@@ -158,7 +158,7 @@ def run(
     topologies: tuple[str, ...],
     queues: str | None,
     prefetch: int | None,
-    processes: int,
+    processes: str,
     no_declare: bool,
     shutdown_timeout: float | None,
     metrics_port: int | None,
@@ -176,8 +176,20 @@ def run(
         prefetch=prefetch,
     )
     _configure_logging(settings.effective_log_format, settings.log_level)
-    if processes > 1:
-        sys.exit(_supervise(settings, processes))
+    from rabbitflow.worker.autoscale import parse_processes
+
+    try:
+        low, high = parse_processes(processes)
+    except ConfigError as exc:
+        fail(str(exc))
+    if high > 1:
+        scaling = None
+        if high > low:
+            try:
+                scaling = _scaling(settings, target, topologies, queues, low, high)
+            except RabbitflowError as exc:
+                fail(str(exc))
+        sys.exit(_supervise(settings, low, scaling))
     try:
         app = load_app(target)
         # Command-line options and the environment win; a URL given to App(url=...)
@@ -198,19 +210,59 @@ def run(
         fail(str(exc))
 
 
-def _supervise(settings: Any, processes: int) -> int:
+def _scaling(
+    settings: Any,
+    target: str,
+    topologies: tuple[str, ...],
+    queues: str | None,
+    low: int,
+    high: int,
+) -> Any:
+    """The autoscaling policy and the sampler of the queues the app serves."""
+    from rabbitflow.amqp.connection import vhost_of
+    from rabbitflow.amqp.management import management_endpoint
+    from rabbitflow.topology.expand import physical_queues
+    from rabbitflow.worker.autoscale import ScalePolicy, management_sampler
+
+    app = load_app(target)
+    if topologies:
+        app.use_topology(list(topologies))
+    selected = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    names = selected or list(app.handlers)
+    served = [p for q in names for p in physical_queues(app.topology, q)] if app.topology else names
+    base, user, password = management_endpoint(settings.management_url, settings.urls)
+    policy = ScalePolicy(
+        low,
+        high,
+        interval=settings.autoscale_interval,
+        backlog=settings.autoscale_backlog,
+        grow_after=settings.autoscale_grow_after,
+        idle_after=settings.autoscale_idle,
+    )
+    sampler = management_sampler(base, user, password, vhost_of(settings.urls[0]), served)
+    return policy, sampler
+
+
+def _supervise(settings: Any, processes: int, scaling: Any = None) -> int:
     """The parent of ``--processes N``: supervises, and serves one metrics endpoint for
     all children from their shared multiprocess files."""
     from rabbitflow.worker.supervisor import Child, supervise
 
     argv = _child_argv(sys.argv[1:])
     if settings.metrics_port is None:
-        return supervise(argv, processes, shutdown_timeout=settings.shutdown_timeout)
+        return supervise(
+            argv, processes, shutdown_timeout=settings.shutdown_timeout, scaling=scaling
+        )
+    from prometheus_client import Gauge
+
     from rabbitflow.exposition import SharedMetrics, serve
     from rabbitflow.health import combine
 
     shared = SharedMetrics()
     children: list[Child] = []
+    gauge = Gauge(
+        "rabbitflow_processes", "Worker processes under this supervisor", registry=shared.registry
+    )
 
     def health() -> Any:
         return combine(
@@ -243,6 +295,8 @@ def _supervise(settings: Any, processes: int) -> int:
             env=env,
             records=children,
             on_exit=shared.child_exited,
+            scaling=scaling,
+            on_count=gauge.set,
         )
     finally:
         server.close()
@@ -410,6 +464,20 @@ def _parse_headers(pairs: tuple[str, ...]) -> dict[str, object]:
     default=1000,
     help="Unconfirmed messages in flight at most.",
 )
+@click.option(
+    "--no-confirm",
+    "no_confirm",
+    is_flag=True,
+    help="Fire-and-forget: do not wait for publisher confirms (counted as written).",
+)
+@click.option(
+    "--delay",
+    "delay",
+    metavar="DURATION",
+    default=None,
+    help="Deliver after this delay (10m, 30s, or seconds); the exchange needs `delayed: true`.",
+)
+@click.option("--compress", is_flag=True, help="Gzip each body (content_encoding gzip).")
 @common_options
 def publish(
     exchange: str,
@@ -425,6 +493,9 @@ def publish(
     count: int,
     rate: float | None,
     window: int,
+    no_confirm: bool,
+    delay: str | None,
+    compress: bool,
     url: str | None,
     log_format: str | None,
 ) -> None:
@@ -452,10 +523,14 @@ def publish(
             content_type or ("application/octet-stream" if body_file else None),
             _expiration(expiration),
         )
+        delay_s = _parse_delay(delay) if delay is not None else None
     except ConfigError as exc:
         fail(str(exc))
+    sending = {"confirm": not no_confirm, "delay": delay_s, "compress": True if compress else None}
     summary = run_async(
-        _publish(settings, exchange, routing_key, bodies, count, headers, options, rate, window)
+        _publish(
+            settings, exchange, routing_key, bodies, count, headers, options, rate, window, sending
+        )
     )
     click.echo(summary.text)
     for line in summary.errors:
@@ -474,17 +549,30 @@ class Options:
     expiration: str | None = None
 
 
+def _parse_delay(text: str) -> float:
+    from rabbitflow.amqp.publish import delay_seconds
+    from rabbitflow.topology.delay import whole_seconds
+
+    try:
+        value: float | str = float(text) if text.replace(".", "", 1).isdigit() else text
+        return float(whole_seconds(delay_seconds(value)))
+    except ValueError as exc:
+        raise ConfigError(f"--delay takes a duration such as 10m or seconds: {exc}") from None
+
+
 class Summary:
     """The outcome line of a bulk publish (``publish``, ``replay``) and its errors."""
 
     def __init__(
         self, result: Any, elapsed: float, total: int, url: str, exchange: str, key: str
     ) -> None:
-        self.ok = bool(result.ok) and len(result.confirmed) == total
+        done = len(result.confirmed) + len(result.written)
+        self.ok = bool(result.ok) and done == total
         rate = total / elapsed if elapsed > 0 else 0.0
         failed = f", {len(result.failed)} failed" if result.failed else ""
+        written = f"{len(result.written)} written (no confirms), " if result.written else ""
         self.text = (
-            f"published {total} to {url}: {len(result.confirmed)} confirmed, "
+            f"published {total} to {url}: {written}{len(result.confirmed)} confirmed, "
             f"{len(result.returned)} returned, {len(result.nacked)} nacked{failed} "
             f"in {elapsed:.2f}s ({rate:.0f} msg/s)"
         )
@@ -510,6 +598,7 @@ async def _publish(
     options: Options,
     rate: float | None,
     window: int,
+    sending: dict[str, Any] | None = None,
 ) -> Summary:
     from rich.progress import Progress
 
@@ -547,7 +636,10 @@ async def _publish(
         with Progress(disable=not show, transient=True) as bar:
             task = bar.add_task("publishing", total=total)
             result = await producer.publish_many(
-                paced(), window=window, progress=lambda _i: bar.advance(task)
+                paced(),
+                window=window,
+                progress=lambda _i: bar.advance(task),
+                **(sending or {}),
             )
     elapsed = time.perf_counter() - started
     return Summary(result, elapsed, total, mask_url(settings.urls[0]), exchange, routing_key)

@@ -115,7 +115,8 @@ def to_mermaid(graph: Graph) -> str:
         arrow = "-.->" if e.dashed else "-->"
         label = f'|"{_mermaid_text(e.label)}"|' if e.label else ""
         lines.append(f"    {e.source} {arrow}{label} {e.target}")
-    for role, style in (("retry", "fill:#fff4d6"), ("dead_letter", "fill:#fde2e1")):
+    styles = (("retry", "fill:#fff4d6"), ("dead_letter", "fill:#fde2e1"), ("delay", "fill:#e3effd"))
+    for role, style in styles:
         members = [n.id for n in graph.nodes if n.role.value == role]
         if members:
             lines.append(f"    classDef {role} {style}")
@@ -131,12 +132,17 @@ def to_dot(graph: Graph) -> str:
         '    node [fontname="Helvetica"];',
         '    edge [fontname="Helvetica", fontsize=10];',
     ]
-    fills = {Role.DECLARED: "white", Role.RETRY: "#fff4d6", Role.DEAD_LETTER: "#fde2e1"}
+    fills = {
+        Role.DECLARED: "white",
+        Role.RETRY: "#fff4d6",
+        Role.DEAD_LETTER: "#fde2e1",
+        Role.DELAY: "#e3effd",
+    }
     for n in graph.nodes:
         shape = "hexagon" if n.kind == "exchange" else "cylinder"
         lines.append(
             f"    {n.id} [label={_dot_text(n.label)}, shape={shape}, "
-            f'style=filled, fillcolor="{fills[n.role]}"];'
+            f'style=filled, fillcolor="{fills.get(n.role, "white")}"];'
         )
     for e in graph.edges:
         attrs = [f"label={_dot_text(e.label)}"] if e.label else []
@@ -167,6 +173,13 @@ def _failure_edges(decls: Declarations, node_id: NodeId) -> Iterator[Edge]:
             )
             yield Edge(
                 node_id("queue", q.name), node_id("queue", q.owner), "after TTL", dashed=True
+            )
+        elif q.role is Role.DELAY:
+            ttl = q.arguments.get("x-message-ttl")
+            held = format_duration(ttl) if isinstance(ttl, int) else "?"
+            below = str(q.arguments["x-dead-letter-exchange"])
+            yield Edge(
+                node_id("queue", q.name), node_id("exchange", below), f"after {held}", dashed=True
             )
         elif q.role is Role.DECLARED and "x-dead-letter-exchange" in q.arguments:
             dlx = str(q.arguments["x-dead-letter-exchange"])

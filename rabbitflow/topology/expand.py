@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from rabbitflow.topology import delay
 from rabbitflow.topology.policies import PolicyDecl, policy_declarations
 from rabbitflow.topology.schedule import distinct_delays
 from rabbitflow.topology.schema import (
@@ -43,6 +44,8 @@ class Role(StrEnum):
     """A generated ``Q.dlx`` exchange or ``Q.dlq`` queue."""
     PARTITION = "partition"
     """A partitioned queue's ``Q.partitions`` exchange, a ``Q.p<i>`` queue, or their binding."""
+    DELAY = "delay"
+    """An object of the ``rabbitflow.delay.*`` ladder (delayed publish)."""
 
 
 @dataclass(frozen=True)
@@ -152,9 +155,37 @@ def expand(topology: Topology) -> Declarations:
         if eb.headers is not None:
             args = {"x-match": eb.match or "all", **eb.headers, **args}
         bindings.append(BindingDecl(eb.source, eb.destination, "exchange", eb.routing_key, args))
+    delayed = delayed_exchanges(topology)
+    if delayed:
+        _delay_ladder(delayed, exchanges, queues, bindings)
     return Declarations(
         tuple(exchanges), tuple(queues), tuple(bindings), policy_declarations(topology.policies)
     )
+
+
+def delayed_exchanges(topology: Topology) -> list[str]:
+    """The exchanges that can receive delayed messages (``delayed: true``)."""
+    return [name for name, ex in topology.exchanges.items() if ex.delayed]
+
+
+def _delay_ladder(
+    targets: list[str],
+    exchanges: list[ExchangeDecl],
+    queues: list[QueueDecl],
+    bindings: list[BindingDecl],
+) -> None:
+    exchanges.append(ExchangeDecl(delay.DELIVER, "headers", internal=True, role=Role.DELAY))
+    for k in reversed(range(delay.LEVELS)):
+        # The top level is where publishers enter, so it is not internal.
+        internal = k != delay.LEVELS - 1
+        name = delay.level_name(k)
+        exchanges.append(ExchangeDecl(name, "headers", internal=internal, role=Role.DELAY))
+        queues.append(QueueDecl(name, arguments=delay.ladder_queue_arguments(k), role=Role.DELAY))
+        for source, dest, kind, args in delay.ladder_bindings(k):
+            bindings.append(BindingDecl(source, dest, kind, "", args, role=Role.DELAY))
+    for target in targets:
+        source, dest, kind, args = delay.deliver_binding(target)
+        bindings.append(BindingDecl(source, dest, kind, "", args, role=Role.DELAY))
 
 
 def retry_delays(queue: Queue) -> list[int]:
@@ -317,6 +348,7 @@ __all__ = [
     "QueueDecl",
     "Role",
     "dead_letter_route",
+    "delayed_exchanges",
     "expand",
     "logical_queue",
     "physical_queues",

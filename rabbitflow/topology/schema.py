@@ -112,6 +112,9 @@ class Exchange(_Model):
     auto_delete: bool = False
     internal: bool = False
     alternate_exchange: str | None = None
+    delayed: bool = False
+    """Can receive delayed messages (``publish(..., delay=)``): the ``rabbitflow.delay.*``
+    ladder is declared and bound to this exchange (docs/delayed-delivery.md)."""
     arguments: Arguments = Field(default_factory=dict)
 
 

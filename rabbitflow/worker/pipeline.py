@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from rabbitflow.compression import inflate
 from rabbitflow.errors import HandlerTimeout
 from rabbitflow.worker.handler import HandlerSpec
 from rabbitflow.worker.message import Message
@@ -49,6 +50,7 @@ class Delivery:
         "body",
         "channel",
         "delay_ms",
+        "encoding",
         "error",
         "message",
         "ran",
@@ -68,6 +70,9 @@ class Delivery:
         self.started = time.perf_counter()
         self.body: Any = None
         """The decoded body, once decoded."""
+        props = getattr(getattr(raw, "header", None), "properties", None)
+        self.encoding: str | None = getattr(props, "content_encoding", None)
+        """The body's ``content_encoding`` (gzip, deflate), undone before decoding."""
         self.ran = False
         """True once the handler was called (not for a duplicate or a decode failure)."""
         self.error: BaseException | None = None
@@ -128,6 +133,9 @@ class Pipeline:
         self.settler = settler
         self.executor = executor
         self.tracer = tracer
+        self.max_body = settler.publisher.max_message_size
+        """The largest a compressed body may inflate to (``max_message_size``)."""
+        self._raw_ok = spec.body_type is bytes
         self.observers = tuple(observers)
         self.on_settled = tuple(on_settled)
         self._starts: tuple[Any, ...] = tuple(o for o in self.observers if hasattr(o, "started"))
@@ -220,7 +228,8 @@ class Pipeline:
     async def _handle(self, d: Delivery) -> Any:
         spec = self.spec
         message = d.message
-        body = spec.decoder(message.body, message.content_type) if spec.decoder else None
+        data = inflate(message.body, d.encoding, limit=self.max_body, raw_ok=self._raw_ok)
+        body = spec.decoder(data, message.content_type) if spec.decoder else None
         d.body = body
         d.ran = True
         for observer in self._starts:

@@ -1,4 +1,5 @@
-"""``rabbitflow run --processes N``: a parent that supervises N worker processes.
+"""``rabbitflow run --processes N``: a parent that supervises N worker processes (or
+between MIN and MAX with ``--processes MIN:MAX``, see `rabbitflow.worker.autoscale`).
 
 The parent consumes nothing. It forwards SIGINT/SIGTERM to its children, restarts a
 child that dies (with a back-off that resets once a child has lived a while), and exits 0
@@ -15,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
+
+from rabbitflow.worker.autoscale import Autoscaler, Sampler, ScalePolicy
 
 log = structlog.get_logger("rabbitflow.supervisor")
 
@@ -34,6 +37,8 @@ class Child:
     backoff: float = BACKOFF_MIN
     restart_at: float | None = None
     restarts: int = field(default=0)
+    retiring: bool = False
+    """Sent SIGTERM by the autoscaler: removed, not restarted, once it exits."""
 
 
 ExitListener = Callable[[int], None]
@@ -48,6 +53,8 @@ def supervise(
     env: dict[str, str] | None = None,
     records: list[Child] | None = None,
     on_exit: ExitListener | None = None,
+    scaling: tuple[ScalePolicy, Sampler] | None = None,
+    on_count: Callable[[int], None] | None = None,
 ) -> int:
     """Run ``argv`` (a single-process ``rabbitflow run``) ``processes`` times; return the
     exit code for the parent.
@@ -55,6 +62,9 @@ def supervise(
     Args:
         records: a list to fill with the `Child` records, for a health endpoint.
         on_exit: called with each child's pid once it has exited.
+        scaling: autoscale between the policy's bounds from the sampler's counts
+            (``processes`` is then the starting count, the policy's minimum).
+        on_count: called with the number of processes each time it changes.
     """
     stopping = False
 
@@ -72,15 +82,58 @@ def supervise(
         for child in children:
             _spawn(child, argv, env)
         log.info("supervisor started", processes=processes)
+        if on_count is not None:
+            on_count(len(children))
+        scaler = Autoscaler(scaling[0]) if scaling is not None else None
+        next_sample = time.monotonic() + (scaling[0].interval if scaling else 0)
         while not stopping:
             now = time.monotonic()
-            for child in children:
+            for child in list(children):
+                if child.retiring:
+                    if child.process is None or child.process.poll() is not None:
+                        children.remove(child)
+                        if on_exit is not None and child.process is not None:
+                            on_exit(child.process.pid)
+                    continue
                 _check(child, argv, env, now, on_exit)
+            if scaler is not None and scaling is not None and now >= next_sample:
+                next_sample = now + scaling[0].interval
+                _scale(scaler, scaling[1], children, argv, env, now, on_count)
             time.sleep(0.1)
         return _wait_all(children, shutdown_timeout + 5, on_exit)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _scale(
+    scaler: Autoscaler,
+    sampler: Sampler,
+    children: list[Child],
+    argv: Sequence[str],
+    env: dict[str, str] | None,
+    now: float,
+    on_count: Callable[[int], None] | None,
+) -> None:
+    active = [c for c in children if not c.retiring]
+    decision = scaler.decide(sampler(), len(active), now)
+    if decision is None:
+        return
+    step, reason = decision
+    if step > 0:
+        used = {c.index for c in children}
+        child = Child(next(i for i in range(len(children) + 1) if i not in used))
+        children.append(child)
+        _spawn(child, argv, env)
+        log.info("scaling up", processes=len(active) + 1, reason=reason, index=child.index)
+    else:
+        child = max(active, key=lambda c: c.index)
+        child.retiring = True
+        if child.process is not None and child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+        log.info("scaling down", processes=len(active) - 1, reason=reason, index=child.index)
+    if on_count is not None:
+        on_count(len(active) + step)
 
 
 def _spawn(child: Child, argv: Sequence[str], env: dict[str, str] | None) -> None:

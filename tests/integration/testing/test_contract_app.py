@@ -101,3 +101,33 @@ async def test_request_reply_over_direct_reply_to(backend: Backend) -> None:
     async with run_app(make_app(), backend.url) as h:
         assert await h.app.request("orders", "quote", {"qty": 21}, timeout=10) == {"price": 42}
         assert h.received("quote") == [{"qty": 21}]
+
+
+SEMANTICS_TOPOLOGY = """
+version: 1
+exchanges:
+  events: {type: topic, delayed: true}
+queues:
+  ingest:
+    bind: [{exchange: events, routing_key: "ev.*"}]
+"""
+
+
+async def test_compressed_and_delayed_through_an_app(backend: Backend) -> None:
+    """gzip is decoded before the handler; a delayed message arrives after its delay with
+    its routing key (the memory clock jumps, RabbitMQ waits 1 s)."""
+    app = App(load_text(SEMANTICS_TOPOLOGY))
+
+    @app.handler("ingest")
+    async def ingest(body: dict[str, Any]) -> None:
+        return None
+
+    async with run_app(app, backend.url) as h:
+        await h.publish("events", "ev.big", {"text": "x" * 5000}, compress=True)
+        await h.publish("events", "ev.later", {"n": 1}, delay=1)
+        await h.wait_until(lambda: len(h.calls_of("ingest")) == 1, timeout=10)
+        assert h.received("ingest") == [{"text": "x" * 5000}]
+        await h.wait_until(lambda: len(h.calls_of("ingest")) == 2, timeout=10)
+        later = h.calls_of("ingest")[1]
+        assert later.message.routing_key == "ev.later" and later.body == {"n": 1}
+        assert "x-rabbitflow-delayed-until" in later.message.headers

@@ -1,0 +1,120 @@
+"""Delayed messages survive their broker: a node of our own is stopped and restarted, then
+killed with -9 and restarted, while confirmed delayed messages wait in the ladder (§8)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+
+import aio_pika
+import pytest
+
+from rabbitflow import Producer
+from rabbitflow.amqp.connection import connect
+from rabbitflow.amqp.declare import declare
+from rabbitflow.topology import load_text
+from rabbitflow.topology.expand import expand
+from tests.faults.nodes import Node
+
+pytestmark = pytest.mark.slow
+
+TOPOLOGY = """
+version: 1
+exchanges:
+  orders: {type: topic, delayed: true}
+queues:
+  due:
+    type: quorum
+    bind: [{exchange: orders, routing_key: "order.*"}]
+"""
+
+
+@pytest.fixture(scope="module")
+def delay_node() -> Iterator[Node]:
+    """A node of this module's own (index 7: ports 5687 / 25687), wiped first."""
+    n = Node(7)
+    n.stop()
+    n.prepare()
+    n.start()
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+async def _receive(url: str, count: int, timeout: float) -> tuple[dict[int, float], int]:
+    """Body → first arrival time of what reaches ``due``, and the number of duplicates,
+    reconnecting while the node recovers."""
+    got: dict[int, float] = {}
+    duplicates = 0
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        with contextlib.suppress(aio_pika.exceptions.AMQPException, ConnectionError, OSError):
+            connection = await aio_pika.connect(url, timeout=5)
+            async with connection:
+                channel = await connection.channel()
+                queue = await channel.get_queue("due")
+                while len(got) < count and time.monotonic() < deadline:
+                    m = await queue.get(no_ack=False, fail=False)
+                    if m is None:
+                        await asyncio.sleep(0.2)
+                        continue
+                    n = int(m.body)
+                    if n in got:
+                        # at-least-once dead-lettering: a move the node had not recorded
+                        # before it stopped is done again after the restart.
+                        duplicates += 1
+                    got.setdefault(n, time.time())
+                    await m.ack()
+        await asyncio.sleep(0.5)
+    return got, duplicates
+
+
+@pytest.mark.timeout(300)  # a node restart after kill -9 can take a minute on 2 shared cores
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "stop",
+        pytest.param(
+            "kill9",
+            marks=pytest.mark.xfail(
+                reason="RabbitMQ 3.10.8: after kill -9 a recovered quorum queue may not "
+                "expire its held messages until something is enqueued to it (they are kept, "
+                "not lost); docs/delayed-delivery.md, Limits",
+                strict=False,
+            ),
+        ),
+    ],
+)
+async def test_confirmed_delayed_messages_survive_the_node(delay_node: Node, fault: str) -> None:
+    vhost = f"rf-delay-{fault}-{time.monotonic_ns()}"
+    await asyncio.to_thread(delay_node.add_vhost, vhost)
+    url = delay_node.url(vhost)
+    connection = await connect(url)
+    await declare(connection, expand(load_text(TOPOLOGY)))
+    await connection.close()
+    delays = {n: 2 + n % 7 for n in range(40)}  # 2…8 s
+    sent = time.time()
+    async with Producer(url) as producer:
+        for n, d in delays.items():
+            await producer.publish("orders", "order.later", n, delay=d)  # confirmed
+    if fault == "stop":
+        await asyncio.to_thread(delay_node.stop)
+    else:
+        await asyncio.to_thread(delay_node.kill9)
+    await asyncio.sleep(1)
+    await asyncio.to_thread(delay_node.start)
+    restarted = time.time()
+    got, duplicates = await _receive(url, len(delays), timeout=90)
+    print(f"{fault}: node back after {restarted - sent:.1f}s, {len(got)} arrived, {duplicates} dup")
+    if len(got) < len(delays):
+        held = await asyncio.to_thread(
+            delay_node.ctl, "list_queues", "-p", vhost, "name", "messages", "type"
+        )
+        pytest.fail(f"missing: {sorted(set(delays) - set(got))}; queues:\n{held}")
+    early = [n for n, t in got.items() if t < sent + delays[n]]
+    assert early == []
+    assert duplicates <= len(delays)
+    await asyncio.to_thread(delay_node.delete_vhost, vhost)
