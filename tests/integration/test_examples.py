@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rabbitflow import RequestTimeout, Unroutable
+from rabbitflow import RemoteError, Unroutable
 from workers import rpc, rpc_client
 
 pytestmark = pytest.mark.broker
@@ -27,10 +27,12 @@ async def test_rpc_client_gets_quotes_from_the_pricing_worker(
             "rpc", "pricing.quote", {"sku": "chair", "quantity": 1}, model=rpc.Quote
         )
         assert quote.total == Decimal("89.00")
-        with pytest.raises(RequestTimeout):  # unknown sku: rejected, so no reply comes
-            await rpc.app.request(
-                "rpc", "pricing.quote", {"sku": "nope", "quantity": 1}, timeout=0.5
-            )
+        # unknown sku: rejected, and the caller is told at once with an error reply
+        # (DESIGN.md §13) instead of waiting out its timeout
+        with pytest.raises(RemoteError) as rejected:
+            await rpc.app.request("rpc", "pricing.quote", {"sku": "nope", "quantity": 1}, timeout=5)
+        assert rejected.value.type == "Reject"
+        assert "unknown sku 'nope'" in rejected.value.message
         with pytest.raises(Unroutable):
             await rpc.app.request("rpc", "pricing.unknown", {})
     out = capsys.readouterr().out
