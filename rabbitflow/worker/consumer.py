@@ -109,6 +109,11 @@ class QueueConsumer:
         (`/healthz` then fails); None: never."""
         self.settled_counts: collections.Counter[str] = collections.Counter()
         """Deliveries settled since start, by outcome (logged when the worker stops)."""
+        self._slots: asyncio.Semaphore | None = (
+            asyncio.Semaphore(prefetch) if spec.options.delivery == "at_most_once" else None
+        )
+        """At-most-once: acked on arrival frees the broker's prefetch window at once, so
+        this bounds the runs instead (a delivery waits here, unacked, for a slot)."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = log.bind(queue=route.queue, handler=spec.name)
@@ -146,7 +151,14 @@ class QueueConsumer:
             own.append(MetricsObserver(self.route.logical, self.observer))
         if self.tracer is not None:
             own.append(TracingObserver(self.tracer))
-        settler = Settler(self.route, self.publisher, ack=self._ack, nack=self._nack, log=self._log)
+        settler = Settler(
+            self.route,
+            self.publisher,
+            ack=self._ack,
+            nack=self._nack,
+            log=self._log,
+            ack_first=self._ack_first,
+        )
         return Pipeline(
             self.spec,
             self.route,
@@ -315,6 +327,9 @@ class QueueConsumer:
         # how many exist at once.
         tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
         channel = raw.channel
+        if self._slots is not None:
+            await self._at_most_once(raw, channel, tag, self._slots)
+            return
         acker = self._acker
         if acker is not None and acker.channel is channel:
             acker.delivered(tag)
@@ -331,6 +346,33 @@ class QueueConsumer:
             await self._unsettled(raw, channel, tag, exc)
         finally:
             self.in_flight -= 1
+            if task is not None:
+                self._tasks.pop(task, None)
+
+    async def _at_most_once(
+        self, raw: DeliveredMessage, channel: Any, tag: int, slots: asyncio.Semaphore
+    ) -> None:
+        """An at-most-once delivery: wait (unacked, so a crash loses nothing) for one of
+        ``prefetch`` slots, then the pipeline acks it and runs the handler. Its acks never
+        go through the `Acker`: each is written on arrival, uncoalesced."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks[task] = time.monotonic()
+        try:
+            async with slots:
+                if channel.is_closed:
+                    return  # the broker requeued it with the channel
+                if self._stopping:
+                    await self._nack(channel, tag, requeue=True)
+                    return
+                self.in_flight += 1
+                try:
+                    await self.pipeline.run(Delivery(raw, self._message(raw, tag), channel, tag))
+                except Exception as exc:
+                    await self._unsettled(raw, channel, tag, exc)
+                finally:
+                    self.in_flight -= 1
+        finally:
             if task is not None:
                 self._tasks.pop(task, None)
 
@@ -383,6 +425,14 @@ class QueueConsumer:
         acker = self._acker
         if acker is not None and acker.channel is channel and not acker.ack(tag):
             return  # coalesced into one basic.ack(multiple=True) per loop turn
+        try:
+            await channel.basic_ack(tag, wait=False)
+        except CONNECTION_LOST as exc:
+            self._late_ack(exc, tag)
+
+    async def _ack_first(self, channel: Any, tag: int) -> None:
+        # At-most-once: one basic.ack per delivery, handed to the connection before the
+        # handler runs (a coalesced ack would only go out after the handler started).
         try:
             await channel.basic_ack(tag, wait=False)
         except CONNECTION_LOST as exc:

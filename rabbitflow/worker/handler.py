@@ -7,7 +7,7 @@ import math
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from rabbitflow.codec import Decoder, make_decoder
 from rabbitflow.errors import HandlerError
@@ -24,6 +24,10 @@ HandlerFunc = Callable[..., Any]
 ExceptionTypes = tuple[type[BaseException], ...]
 """Exception classes of a retry filter (``retry_on``, ``dead_letter_on``)."""
 
+DeliveryMode = Literal["at_least_once", "at_most_once"]
+"""``handler(delivery=...)`` (DESIGN.md §8): ack after the run (the default) or on arrival."""
+DELIVERY_MODES: tuple[str, ...] = ("at_least_once", "at_most_once")
+
 
 @dataclass(frozen=True)
 class HandlerOptions:
@@ -39,6 +43,8 @@ class HandlerOptions:
     """Failures retried per the queue's policy (nearest class of the MRO decides)."""
     dead_letter_on: ExceptionTypes = ()
     """Failures dead-lettered at once (nearest class of the MRO decides)."""
+    delivery: DeliveryMode = "at_least_once"
+    """``at_most_once``: acked on arrival, before the run; a failure is ``dropped``."""
     filters: dict[type[BaseException], bool] = field(default_factory=dict, compare=False)
     """Class → retry?, the two tuples merged (built once; read by `outcome.retryable`)."""
 
@@ -106,6 +112,11 @@ def inspect_handler(
             f"handler {func.__qualname__}: prefetch must be 1..65535, not {prefetch}"
         )
     seconds = _seconds(timeout, func)
+    if not isinstance(options.delivery, str) or options.delivery not in DELIVERY_MODES:
+        raise HandlerError(
+            f"handler {_name(func)}: delivery must be 'at_least_once' or 'at_most_once', "
+            f"not {options.delivery!r}"
+        )
     _check_filters(func, "retry_on", options.retry_on)
     _check_filters(func, "dead_letter_on", options.dead_letter_on)
     if both := set(options.retry_on) & set(options.dead_letter_on):

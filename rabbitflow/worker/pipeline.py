@@ -148,15 +148,54 @@ class Pipeline:
         (the handler is then called directly: no cost for what is not used)."""
         if middlewares:
             self.chain = _compose(tuple(middlewares), self._core)
+        self.at_most_once = spec.options.delivery == "at_most_once"
+        """Acked on arrival, failures dropped (DESIGN.md §8)."""
+        self._body: Callable[[Delivery], Awaitable[None]] = (
+            self._run_at_most_once if self.at_most_once else self._run
+        )
         self.run: Callable[[Delivery], Awaitable[None]] = (
-            self._run if tracer is None else self._traced
+            self._body if tracer is None else self._traced
         )
         """Process one delivery to its end (settled and observed)."""
 
     async def _traced(self, delivery: Delivery) -> None:
         assert self.tracer is not None
         with self.tracer.delivery(delivery.message):
-            await self._run(delivery)
+            await self._body(delivery)
+
+    async def _run_at_most_once(self, d: Delivery) -> None:
+        """At-most-once: the ack goes out first, then the chain runs; a failure is
+        logged and counted as ``dropped`` (never retried, never dead-lettered)."""
+        message = d.message
+        await self.settler.ack_on_arrival(d)
+        try:
+            if self.chain is None:
+                result = await self._handle(d)
+            else:
+                _current.set(d)
+                result = await self.chain(message)
+        except asyncio.CancelledError as exc:
+            # Shutdown timeout or a lost channel: acked already, so the run is lost.
+            d.error = exc
+            outcome = await asyncio.shield(self.settler.drop(d, exc))
+            self._notify_now(d, outcome)
+            if self.on_settled:
+                await asyncio.shield(self._notify_user(message, outcome))
+            raise
+        except Duplicate:
+            outcome = Outcome("ack", message.attempt)
+        except Unsettleable as exc:
+            d.error = exc.error
+            outcome = await self.settler.drop(d, exc.error)
+        except Exception as exc:
+            d.error = exc
+            outcome = await self.settler.drop(d, exc)
+        else:
+            outcome = await self.settler.answered(d, result)
+        if self.observers:
+            self._notify_now(d, outcome)
+        if self.on_settled:
+            await self._notify_user(message, outcome)
 
     async def _run(self, d: Delivery) -> None:
         message = d.message

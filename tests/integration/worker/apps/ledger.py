@@ -2,7 +2,8 @@
 
 Environment: LEDGER (file to append to), TOPOLOGY (file), HANDLER_SLEEP (seconds),
 HANDLER_PREFETCH, HANDLER_SYNC=1 for a plain def handler, QUEUE (default ``jobs``),
-IDEMPOTENCY (``sqlite:PATH`` or a ``redis://`` URL) for an idempotent handler.
+IDEMPOTENCY (``sqlite:PATH`` or a ``redis://`` URL) for an idempotent handler,
+HANDLER_DELIVERY (``at_most_once``) for the delivery mode.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ LEDGER = os.environ["LEDGER"]
 SLEEP = float(os.environ.get("HANDLER_SLEEP", "0"))
 PREFETCH = int(os.environ["HANDLER_PREFETCH"]) if "HANDLER_PREFETCH" in os.environ else None
 QUEUE = os.environ.get("QUEUE", "jobs")
+DELIVERY: Any = os.environ.get("HANDLER_DELIVERY", "at_least_once")
 
 
 def _store() -> Any:
@@ -41,7 +43,7 @@ def record(body: dict[str, object], message: Message, what: str) -> None:
 
 if os.environ.get("HANDLER_SYNC") == "1":
 
-    @app.handler(QUEUE, prefetch=PREFETCH, idempotency=_store())
+    @app.handler(QUEUE, prefetch=PREFETCH, idempotency=_store(), delivery=DELIVERY)
     def handle_sync(body: dict[str, object], message: Message) -> None:
         record(body, message, "start")
         time.sleep(SLEEP)
@@ -49,7 +51,7 @@ if os.environ.get("HANDLER_SYNC") == "1":
 
 else:
 
-    @app.handler(QUEUE, prefetch=PREFETCH, idempotency=_store())
+    @app.handler(QUEUE, prefetch=PREFETCH, idempotency=_store(), delivery=DELIVERY)
     async def handle(body: dict[str, object], message: Message) -> None:
         record(body, message, "start")
         if SLEEP:
