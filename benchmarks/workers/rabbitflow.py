@@ -37,8 +37,9 @@ async def consume(spec: Spec, *, middleware: bool = False) -> dict[str, Any]:
             counter.hit_latency(order.ts)
 
     else:
+        delivery: Any = "at_most_once" if spec.scenario == "at_most_once" else "at_least_once"
 
-        @app.handler(spec.queue, prefetch=spec.prefetch)
+        @app.handler(spec.queue, prefetch=spec.prefetch, delivery=delivery)
         async def handle(order: Order) -> None:
             counter.hit()
 

@@ -114,6 +114,8 @@ class QueueConsumer:
         )
         """At-most-once: acked on arrival frees the broker's prefetch window at once, so
         this bounds the runs instead (a delivery waits here, unacked, for a slot)."""
+        self._arrivals: list[Any] | None = None
+        """At-most-once: [channel, last tag, sent future] of the acks being grouped."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = log.bind(queue=route.queue, handler=spec.name)
@@ -354,7 +356,7 @@ class QueueConsumer:
     ) -> None:
         """An at-most-once delivery: wait (unacked, so a crash loses nothing) for one of
         ``prefetch`` slots, then the pipeline acks it and runs the handler. Its acks never
-        go through the `Acker`: each is written on arrival, uncoalesced."""
+        go through the `Acker`: they are written on arrival, one frame per loop turn."""
         task = asyncio.current_task()
         if task is not None:
             self._tasks[task] = time.monotonic()
@@ -431,12 +433,30 @@ class QueueConsumer:
             self._late_ack(exc, tag)
 
     async def _ack_first(self, channel: Any, tag: int) -> None:
-        # At-most-once: one basic.ack per delivery, handed to the connection before the
-        # handler runs (a coalesced ack would only go out after the handler started).
+        # At-most-once: the ack is handed to the connection before the handler runs. The
+        # deliveries that arrive in one event-loop turn share one basic.ack(multiple=True)
+        # written by the first of them (the leader) after that turn; the others wait for
+        # it. Every tag up to the last is acked on arrival (slots are granted in arrival
+        # order), so multiple=True never covers a delivery still waiting for a slot.
+        group = self._arrivals
+        if group is not None and group[0] is channel:
+            group[1] = tag
+            await asyncio.shield(group[2])
+            return
+        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        group = [channel, tag, sent]
+        self._arrivals = group
         try:
-            await channel.basic_ack(tag, wait=False)
-        except CONNECTION_LOST as exc:
-            self._late_ack(exc, tag)
+            await asyncio.sleep(0)  # the rest of this turn's deliveries join the group
+        finally:
+            if self._arrivals is group:
+                self._arrivals = None
+            try:
+                await channel.basic_ack(group[1], multiple=True, wait=False)
+            except CONNECTION_LOST as exc:
+                self._late_ack(exc, group[1])
+            finally:
+                sent.set_result(None)
 
     def _late_ack(self, exc: BaseException, tag: int | None = None) -> None:
         # The broker requeued the message when the channel died: it will be delivered
