@@ -37,6 +37,7 @@ from rabbitflow.tracing import load as load_tracing
 from rabbitflow.worker.breaker import CircuitBreaker
 from rabbitflow.worker.consumer import QueueConsumer
 from rabbitflow.worker.handler import (
+    Batch,
     DeliveryMode,
     ExceptionTypes,
     HandlerOptions,
@@ -226,6 +227,7 @@ class App:
         retry_on: ExceptionTypes = (Exception,),
         dead_letter_on: ExceptionTypes = (),
         delivery: DeliveryMode = "at_least_once",
+        batch: Batch | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``queue``.
 
@@ -250,6 +252,8 @@ class App:
                 ``"at_most_once"``: acked on arrival, before the handler runs; a failure
                 is logged and counted as ``dropped``, never retried or dead-lettered
                 (DESIGN.md §8). Prefetch still bounds the runs at once.
+            batch: ``Batch(max_size, max_wait)``: the body parameter is ``list[T]`` (and
+                a `Message` one ``list[Message]``); see DESIGN.md §8.
 
         Raises:
             HandlerError: the queue is not in the topology, has a handler already, or the
@@ -274,6 +278,7 @@ class App:
                     retry_on=retry_on,
                     dead_letter_on=dead_letter_on,
                     delivery=delivery,
+                    batch=batch,
                 ),
             )
             return func

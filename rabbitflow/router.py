@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from rabbitflow.errors import HandlerError
 from rabbitflow.worker.handler import (
+    Batch,
     DeliveryMode,
     ExceptionTypes,
     HandlerOptions,
@@ -45,6 +46,7 @@ class Router:
         retry_on: ExceptionTypes = (Exception,),
         dead_letter_on: ExceptionTypes = (),
         delivery: DeliveryMode = "at_least_once",
+        batch: Batch | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``queue``; see `App.handler`.
 
@@ -59,6 +61,7 @@ class Router:
             retry_on=retry_on,
             dead_letter_on=dead_letter_on,
             delivery=delivery,
+            batch=batch,
         )
 
         def register(func: F) -> F:

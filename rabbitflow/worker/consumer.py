@@ -114,6 +114,9 @@ class QueueConsumer:
         )
         """At-most-once: acked on arrival frees the broker's prefetch window at once, so
         this bounds the runs instead (a delivery waits here, unacked, for a slot)."""
+        self._batch: list[Delivery] = []
+        """A batch handler's deliveries not handed over yet."""
+        self._batch_timer: asyncio.TimerHandle | None = None
         self._arrivals: list[Any] | None = None
         """At-most-once: [channel, last tag, sent future] of the acks being grouped."""
         self._idle = asyncio.Event()
@@ -300,6 +303,7 @@ class QueueConsumer:
         if raw is not None and not raw.is_closed and self._tag is not None:
             with contextlib.suppress(*GONE_OR_SILENT):
                 await asyncio.wait_for(raw.basic_cancel(self._tag), timeout=5)
+        self._flush_batch()  # a partial batch is handed over, not held
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
@@ -338,6 +342,9 @@ class QueueConsumer:
         if self._stopping:
             await self._nack(channel, tag, requeue=True)
             return
+        if self.spec.options.batch is not None:
+            self._add_to_batch(Delivery(raw, self._message(raw, tag), channel, tag))
+            return
         task = asyncio.current_task()
         if task is not None:
             self._tasks[task] = time.monotonic()
@@ -348,6 +355,44 @@ class QueueConsumer:
             await self._unsettled(raw, channel, tag, exc)
         finally:
             self.in_flight -= 1
+            if task is not None:
+                self._tasks.pop(task, None)
+
+    # -- batch handlers (DESIGN.md §8) ----------------------------------------------
+
+    def _add_to_batch(self, d: Delivery) -> None:
+        batch = self.spec.options.batch
+        assert batch is not None
+        self._batch.append(d)
+        self.in_flight += 1
+        if len(self._batch) >= batch.max_size:
+            self._flush_batch()
+        elif len(self._batch) == 1:
+            loop = asyncio.get_running_loop()
+            self._batch_timer = loop.call_later(batch.seconds, self._flush_batch)
+
+    def _flush_batch(self) -> None:
+        """Hand the batch over now (full, its max_wait is up, or shutdown)."""
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        # Held since its first delivery arrived (what /healthz's stuck check measures).
+        waited = time.perf_counter() - min(d.started for d in batch)
+        self._tasks[task] = time.monotonic() - waited
+
+    async def _run_batch(self, batch: list[Delivery]) -> None:
+        try:
+            await self.pipeline.run_batch(batch)
+        except Exception as exc:
+            for d in batch:
+                await self._unsettled(d.raw, d.channel, d.tag, exc)
+        finally:
+            self.in_flight -= len(batch)
+            task = asyncio.current_task()
             if task is not None:
                 self._tasks.pop(task, None)
 
