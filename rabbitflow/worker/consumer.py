@@ -385,13 +385,18 @@ class QueueConsumer:
         self._tasks[task] = time.monotonic() - waited
 
     async def _run_batch(self, batch: list[Delivery]) -> None:
+        held = len(batch)
+        # Deliveries of a channel that closed meanwhile were requeued by the broker and
+        # come again on the new one: running them here would only duplicate them.
+        batch = [d for d in batch if not d.channel.is_closed]
         try:
-            await self.pipeline.run_batch(batch)
+            if batch:
+                await self.pipeline.run_batch(batch)
         except Exception as exc:
             for d in batch:
                 await self._unsettled(d.raw, d.channel, d.tag, exc)
         finally:
-            self.in_flight -= len(batch)
+            self.in_flight -= held
             task = asyncio.current_task()
             if task is not None:
                 self._tasks.pop(task, None)
