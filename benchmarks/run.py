@@ -135,7 +135,7 @@ async def prepare(case: Case, url: str, impls: tuple[str, ...], topology: str) -
 
 def needs_fill(case: Case) -> bool:
     """Whether the case drains a pre-filled queue."""
-    return case.scenario in ("consume", "retry", "memory", "processes")
+    return case.scenario in ("consume", "retry", "memory", "processes", "at_most_once", "batch")
 
 
 def run_round(

@@ -37,7 +37,16 @@ IMPLS: dict[str, Impl] = {
 BASELINE = "aiopika"
 """Every ratio is to raw aio-pika (no validation) in the same case."""
 
-SCENARIOS = ("consume", "publish", "latency", "retry", "memory", "processes")
+SCENARIOS = (
+    "consume",
+    "publish",
+    "latency",
+    "retry",
+    "memory",
+    "processes",
+    "at_most_once",
+    "batch",
+)
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,12 @@ MEMORY = ("aiopika", "rabbitflow")
 """FastStream drains 1,000,000 messages in over five minutes here, which would push the full
 run past 15 minutes: add it with ``--memory-impls aiopika,faststream,rabbitflow``."""
 PROCESSES = ("aiopika", "faststream", "rabbitflow")
+AT_MOST_ONCE = ("aiopika", "rabbitflow")
+"""aio-pika consuming with ``no_ack=True`` (the broker forgets each message as it sends it)
+against rabbitflow's ``delivery="at_most_once"`` (one ack per loop turn, on arrival)."""
+BATCH = ("aiopika", "rabbitflow")
+"""aio-pika consuming one by one (prefetch 100, ack each) against a rabbitflow batch
+handler, ``Batch(max_size=100, max_wait="50ms")`` with pydantic items (prefetch 200)."""
 
 
 def build_cases(
@@ -243,6 +258,28 @@ def build_cases(
                     repetitions=reps,
                 )
             )
+    if "at_most_once" in scenarios:
+        cases.append(
+            Case(
+                "at_most_once",
+                "aio-pika no_ack vs delivery=at_most_once, prefetch 100",
+                AT_MOST_ONCE,
+                count=n(preset.consume),
+                prefetch=100,
+                repetitions=reps,
+            )
+        )
+    if "batch" in scenarios:
+        cases.append(
+            Case(
+                "batch",
+                "aio-pika one by one vs Batch(100, 50ms), pydantic items",
+                BATCH,
+                count=n(preset.consume),
+                prefetch=100,
+                repetitions=reps,
+            )
+        )
     return cases
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from rabbitflow.streams.offsets import MemoryOffsets, RedisOffsets, SQLiteOffsets
     from rabbitflow.topology import Topology, load_topology
     from rabbitflow.worker.breaker import CircuitBreaker
+    from rabbitflow.worker.handler import Batch, BatchFailure
     from rabbitflow.worker.idempotency import MemoryStore, RedisStore, SQLiteStore
     from rabbitflow.worker.message import Message
     from rabbitflow.worker.outcome import Outcome, Reject
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 __all__ = [
     # handlers and running them
     "App",
+    "Batch",
+    "BatchFailure",
     "Message",
     "Outcome",
     "Producer",
@@ -91,6 +94,8 @@ _ERRORS |= {"ExchangeNotFound", "HandlerTimeout", "MessageTooLarge", "PublishNac
 _ERRORS |= {"PublishTimeout", "RemoteError", "RequestTimeout", "Unroutable"}
 _HOME = {
     "App": "rabbitflow.app",
+    "Batch": "rabbitflow.worker.handler",
+    "BatchFailure": "rabbitflow.worker.handler",
     "Message": "rabbitflow.worker.message",
     "Outcome": "rabbitflow.worker.outcome",
     "Producer": "rabbitflow.producer",

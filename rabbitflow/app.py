@@ -36,7 +36,14 @@ from rabbitflow.topology.validate import did_you_mean
 from rabbitflow.tracing import load as load_tracing
 from rabbitflow.worker.breaker import CircuitBreaker
 from rabbitflow.worker.consumer import QueueConsumer
-from rabbitflow.worker.handler import ExceptionTypes, HandlerOptions, HandlerSpec, inspect_handler
+from rabbitflow.worker.handler import (
+    Batch,
+    DeliveryMode,
+    ExceptionTypes,
+    HandlerOptions,
+    HandlerSpec,
+    inspect_handler,
+)
 from rabbitflow.worker.idempotency import IdempotencyStore
 from rabbitflow.worker.message import Message
 from rabbitflow.worker.pipeline import DeliveryObserver, Middleware, SettledObserver
@@ -219,6 +226,8 @@ class App:
         circuit_breaker: CircuitBreaker | None = None,
         retry_on: ExceptionTypes = (Exception,),
         dead_letter_on: ExceptionTypes = (),
+        delivery: DeliveryMode = "at_least_once",
+        batch: Batch | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``queue``.
 
@@ -239,6 +248,12 @@ class App:
             dead_letter_on: exception classes dead-lettered at once. For a failure, the
                 nearest class of the exception's MRO found in either tuple decides; in
                 neither, it is dead-lettered. `Reject` always dead-letters.
+            delivery: ``"at_least_once"`` (default: acked after the run) or
+                ``"at_most_once"``: acked on arrival, before the handler runs; a failure
+                is logged and counted as ``dropped``, never retried or dead-lettered
+                (DESIGN.md §8). Prefetch still bounds the runs at once.
+            batch: ``Batch(max_size, max_wait)``: the body parameter is ``list[T]`` (and
+                a `Message` one ``list[Message]``); see DESIGN.md §8.
 
         Raises:
             HandlerError: the queue is not in the topology, has a handler already, or the
@@ -262,6 +277,8 @@ class App:
                     circuit_breaker=circuit_breaker,
                     retry_on=retry_on,
                     dead_letter_on=dead_letter_on,
+                    delivery=delivery,
+                    batch=batch,
                 ),
             )
             return func

@@ -18,9 +18,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from rabbitflow.units import format_duration
 from rabbitflow.worker.breaker import BreakerState, CircuitBreaker
 
-OUTCOMES = ("ack", "retry", "dead_letter", "nack", "requeue")
+OUTCOMES = ("ack", "retry", "dead_letter", "nack", "requeue", "dropped")
 """Values of the ``outcome`` label of ``rabbitflow_messages_total``; ``requeue`` counts
-deliveries given back untouched (shutdown, or a copy the broker would not confirm)."""
+deliveries given back untouched (shutdown, or a copy the broker would not confirm);
+``dropped`` failed runs of an at-most-once handler (acked on arrival)."""
 PUBLISH_OUTCOMES = ("confirmed", "nacked", "returned", "failed")
 """Values of the ``outcome`` label of ``rabbitflow_published_total``; ``failed`` = no
 answer from the broker (timeout, connection lost): the message may or may not be there."""

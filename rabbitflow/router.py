@@ -7,7 +7,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rabbitflow.errors import HandlerError
-from rabbitflow.worker.handler import ExceptionTypes, HandlerOptions, HandlerSpec, inspect_handler
+from rabbitflow.worker.handler import (
+    Batch,
+    DeliveryMode,
+    ExceptionTypes,
+    HandlerOptions,
+    HandlerSpec,
+    inspect_handler,
+)
 
 if TYPE_CHECKING:
     from rabbitflow.worker.breaker import CircuitBreaker
@@ -38,6 +45,8 @@ class Router:
         circuit_breaker: CircuitBreaker | None = None,
         retry_on: ExceptionTypes = (Exception,),
         dead_letter_on: ExceptionTypes = (),
+        delivery: DeliveryMode = "at_least_once",
+        batch: Batch | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``queue``; see `App.handler`.
 
@@ -51,6 +60,8 @@ class Router:
             circuit_breaker=circuit_breaker,
             retry_on=retry_on,
             dead_letter_on=dead_letter_on,
+            delivery=delivery,
+            batch=batch,
         )
 
         def register(func: F) -> F:

@@ -27,7 +27,8 @@ from benchmarks.workers.common import (
 
 
 async def consume(spec: Spec) -> dict[str, Any]:
-    """Drain ``spec.count`` messages, acking each after a no-op handler."""
+    """Drain ``spec.count`` messages, acking each after a no-op handler (scenario
+    ``at_most_once``: consumed with ``no_ack=True``, nothing acked)."""
     connection = await aio_pika.connect(spec.url)
     async with connection:
         channel = await connection.channel()
@@ -37,6 +38,7 @@ async def consume(spec: Spec) -> dict[str, Any]:
         stats = IdleStats() if spec.scenario == "processes" else None
         latency = spec.scenario == "latency"
         validate = spec.validate
+        no_ack = spec.scenario == "at_most_once"
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             if latency:
@@ -50,13 +52,14 @@ async def consume(spec: Spec) -> dict[str, Any]:
                 return
             if validate:
                 Order.model_validate_json(message.body)
-            await message.ack()
+            if not no_ack:
+                await message.ack()
             if stats is not None:
                 stats.hit()
             else:
                 counter.hit()
 
-        await queue.consume(on_message)
+        await queue.consume(on_message, no_ack=no_ack)
         ready()
         if stats is not None:
             await asyncio.Event().wait()  # the harness stops this process

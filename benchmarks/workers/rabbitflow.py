@@ -13,7 +13,7 @@ from benchmarks.workers.aiopika import wait_for_depth
 from benchmarks.workers.common import Counter, Order, Spec, bodies, emit, publish_all, ready, run
 
 try:
-    from rabbitflow import App, Message
+    from rabbitflow import App, Batch, Message
 except ImportError as exc:  # the worker runtime has not landed yet
     emit({"unavailable": f"cannot import rabbitflow.App: {exc}"})
     raise SystemExit(3) from None
@@ -36,9 +36,18 @@ async def consume(spec: Spec, *, middleware: bool = False) -> dict[str, Any]:
         async def handle_latency(order: Order) -> None:
             counter.hit_latency(order.ts)
 
-    else:
+    elif spec.scenario == "batch":
 
-        @app.handler(spec.queue, prefetch=spec.prefetch)
+        @app.handler(spec.queue, batch=Batch(max_size=spec.prefetch, max_wait="50ms"))
+        async def handle_batch(orders: list[Order]) -> None:
+            counter.start()
+            for _ in orders:
+                counter.hit()
+
+    else:
+        delivery: Any = "at_most_once" if spec.scenario == "at_most_once" else "at_least_once"
+
+        @app.handler(spec.queue, prefetch=spec.prefetch, delivery=delivery)
         async def handle(order: Order) -> None:
             counter.hit()
 

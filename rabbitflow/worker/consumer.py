@@ -109,6 +109,16 @@ class QueueConsumer:
         (`/healthz` then fails); None: never."""
         self.settled_counts: collections.Counter[str] = collections.Counter()
         """Deliveries settled since start, by outcome (logged when the worker stops)."""
+        self._slots: asyncio.Semaphore | None = (
+            asyncio.Semaphore(prefetch) if spec.options.delivery == "at_most_once" else None
+        )
+        """At-most-once: acked on arrival frees the broker's prefetch window at once, so
+        this bounds the runs instead (a delivery waits here, unacked, for a slot)."""
+        self._batch: list[Delivery] = []
+        """A batch handler's deliveries not handed over yet."""
+        self._batch_timer: asyncio.TimerHandle | None = None
+        self._arrivals: list[Any] | None = None
+        """At-most-once: [channel, last tag, sent future] of the acks being grouped."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = log.bind(queue=route.queue, handler=spec.name)
@@ -146,7 +156,14 @@ class QueueConsumer:
             own.append(MetricsObserver(self.route.logical, self.observer))
         if self.tracer is not None:
             own.append(TracingObserver(self.tracer))
-        settler = Settler(self.route, self.publisher, ack=self._ack, nack=self._nack, log=self._log)
+        settler = Settler(
+            self.route,
+            self.publisher,
+            ack=self._ack,
+            nack=self._nack,
+            log=self._log,
+            ack_first=self._ack_first,
+        )
         return Pipeline(
             self.spec,
             self.route,
@@ -286,6 +303,7 @@ class QueueConsumer:
         if raw is not None and not raw.is_closed and self._tag is not None:
             with contextlib.suppress(*GONE_OR_SILENT):
                 await asyncio.wait_for(raw.basic_cancel(self._tag), timeout=5)
+        self._flush_batch()  # a partial batch is handed over, not held
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
@@ -315,11 +333,17 @@ class QueueConsumer:
         # how many exist at once.
         tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
         channel = raw.channel
+        if self._slots is not None:
+            await self._at_most_once(raw, channel, tag, self._slots)
+            return
         acker = self._acker
         if acker is not None and acker.channel is channel:
             acker.delivered(tag)
         if self._stopping:
             await self._nack(channel, tag, requeue=True)
+            return
+        if self.spec.options.batch is not None:
+            self._add_to_batch(Delivery(raw, self._message(raw, tag), channel, tag))
             return
         task = asyncio.current_task()
         if task is not None:
@@ -331,6 +355,76 @@ class QueueConsumer:
             await self._unsettled(raw, channel, tag, exc)
         finally:
             self.in_flight -= 1
+            if task is not None:
+                self._tasks.pop(task, None)
+
+    # -- batch handlers (DESIGN.md §8) ----------------------------------------------
+
+    def _add_to_batch(self, d: Delivery) -> None:
+        batch = self.spec.options.batch
+        assert batch is not None
+        self._batch.append(d)
+        self.in_flight += 1
+        if len(self._batch) >= batch.max_size:
+            self._flush_batch()
+        elif len(self._batch) == 1:
+            loop = asyncio.get_running_loop()
+            self._batch_timer = loop.call_later(batch.seconds, self._flush_batch)
+
+    def _flush_batch(self) -> None:
+        """Hand the batch over now (full, its max_wait is up, or shutdown)."""
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        # Held since its first delivery arrived (what /healthz's stuck check measures).
+        waited = time.perf_counter() - min(d.started for d in batch)
+        self._tasks[task] = time.monotonic() - waited
+
+    async def _run_batch(self, batch: list[Delivery]) -> None:
+        held = len(batch)
+        # Deliveries of a channel that closed meanwhile were requeued by the broker and
+        # come again on the new one: running them here would only duplicate them.
+        batch = [d for d in batch if not d.channel.is_closed]
+        try:
+            if batch:
+                await self.pipeline.run_batch(batch)
+        except Exception as exc:
+            for d in batch:
+                await self._unsettled(d.raw, d.channel, d.tag, exc)
+        finally:
+            self.in_flight -= held
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.pop(task, None)
+
+    async def _at_most_once(
+        self, raw: DeliveredMessage, channel: Any, tag: int, slots: asyncio.Semaphore
+    ) -> None:
+        """An at-most-once delivery: wait (unacked, so a crash loses nothing) for one of
+        ``prefetch`` slots, then the pipeline acks it and runs the handler. Its acks never
+        go through the `Acker`: they are written on arrival, one frame per loop turn."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks[task] = time.monotonic()
+        try:
+            async with slots:
+                if channel.is_closed:
+                    return  # the broker requeued it with the channel
+                if self._stopping:
+                    await self._nack(channel, tag, requeue=True)
+                    return
+                self.in_flight += 1
+                try:
+                    await self.pipeline.run(Delivery(raw, self._message(raw, tag), channel, tag))
+                except Exception as exc:
+                    await self._unsettled(raw, channel, tag, exc)
+                finally:
+                    self.in_flight -= 1
+        finally:
             if task is not None:
                 self._tasks.pop(task, None)
 
@@ -387,6 +481,32 @@ class QueueConsumer:
             await channel.basic_ack(tag, wait=False)
         except CONNECTION_LOST as exc:
             self._late_ack(exc, tag)
+
+    async def _ack_first(self, channel: Any, tag: int) -> None:
+        # At-most-once: the ack is handed to the connection before the handler runs. The
+        # deliveries that arrive in one event-loop turn share one basic.ack(multiple=True)
+        # written by the first of them (the leader) after that turn; the others wait for
+        # it. Every tag up to the last is acked on arrival (slots are granted in arrival
+        # order), so multiple=True never covers a delivery still waiting for a slot.
+        group = self._arrivals
+        if group is not None and group[0] is channel:
+            group[1] = tag
+            await asyncio.shield(group[2])
+            return
+        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        group = [channel, tag, sent]
+        self._arrivals = group
+        try:
+            await asyncio.sleep(0)  # the rest of this turn's deliveries join the group
+        finally:
+            if self._arrivals is group:
+                self._arrivals = None
+            try:
+                await channel.basic_ack(group[1], multiple=True, wait=False)
+            except CONNECTION_LOST as exc:
+                self._late_ack(exc, group[1])
+            finally:
+                sent.set_result(None)
 
     def _late_ack(self, exc: BaseException, tag: int | None = None) -> None:
         # The broker requeued the message when the channel died: it will be delivered

@@ -5,9 +5,9 @@ from __future__ import annotations
 import inspect
 import math
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from rabbitflow.codec import Decoder, make_decoder
 from rabbitflow.errors import HandlerError
@@ -24,6 +24,38 @@ HandlerFunc = Callable[..., Any]
 ExceptionTypes = tuple[type[BaseException], ...]
 """Exception classes of a retry filter (``retry_on``, ``dead_letter_on``)."""
 
+DeliveryMode = Literal["at_least_once", "at_most_once"]
+"""``handler(delivery=...)`` (DESIGN.md §8): ack after the run (the default) or on arrival."""
+DELIVERY_MODES: tuple[str, ...] = ("at_least_once", "at_most_once")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """``handler(batch=Batch(max_size, max_wait))`` (DESIGN.md §8): the handler gets a
+    list of bodies, handed over at ``max_size`` messages or ``max_wait`` after the first
+    one arrived (seconds, or a duration such as ``"200ms"``), and at shutdown."""
+
+    max_size: int
+    max_wait: float | str = 0.2
+    seconds: float = field(default=0.0, init=False, compare=False)
+    """``max_wait`` in seconds."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_size, bool) or not isinstance(self.max_size, int):
+            raise HandlerError(f"Batch: max_size must be an int, not {self.max_size!r}")
+        if not 1 <= self.max_size <= 65535:
+            raise HandlerError(f"Batch: max_size must be 1..65535, not {self.max_size}")
+        object.__setattr__(self, "seconds", _seconds(self.max_wait, "Batch.max_wait"))
+
+
+class BatchFailure(Exception):
+    """Raise in a batch handler with ``{index: exception}``: those messages follow the
+    failure path one by one (retry per policy, then dead letter), the rest are acked."""
+
+    def __init__(self, failures: Mapping[int, BaseException]) -> None:
+        self.failures = dict(failures)
+        super().__init__(f"{len(self.failures)} message(s) of the batch failed")
+
 
 @dataclass(frozen=True)
 class HandlerOptions:
@@ -39,6 +71,10 @@ class HandlerOptions:
     """Failures retried per the queue's policy (nearest class of the MRO decides)."""
     dead_letter_on: ExceptionTypes = ()
     """Failures dead-lettered at once (nearest class of the MRO decides)."""
+    delivery: DeliveryMode = "at_least_once"
+    """``at_most_once``: acked on arrival, before the run; a failure is ``dropped``."""
+    batch: Batch | None = None
+    """A batch handler: ``list[T]`` bodies (DESIGN.md §8)."""
     filters: dict[type[BaseException], bool] = field(default_factory=dict, compare=False)
     """Class → retry?, the two tuples merged (built once; read by `outcome.retryable`)."""
 
@@ -106,6 +142,27 @@ def inspect_handler(
             f"handler {func.__qualname__}: prefetch must be 1..65535, not {prefetch}"
         )
     seconds = _seconds(timeout, func)
+    batch = options.batch
+    if batch is not None:
+        if not isinstance(batch, Batch):
+            raise HandlerError(f"handler {_name(func)}: batch must be a Batch, not {batch!r}")
+        if prefetch is None:
+            prefetch = min(2 * batch.max_size, 65535)
+        elif prefetch < batch.max_size:
+            raise HandlerError(
+                f"handler {_name(func)}: prefetch {prefetch} is below the batch's max_size "
+                f"{batch.max_size}: a batch could never fill"
+            )
+        if options.idempotency is not None or options.delivery != "at_least_once":
+            raise HandlerError(
+                f"handler {_name(func)}: batch= does not combine with idempotency= or "
+                "delivery='at_most_once'"
+            )
+    if not isinstance(options.delivery, str) or options.delivery not in DELIVERY_MODES:
+        raise HandlerError(
+            f"handler {_name(func)}: delivery must be 'at_least_once' or 'at_most_once', "
+            f"not {options.delivery!r}"
+        )
     _check_filters(func, "retry_on", options.retry_on)
     _check_filters(func, "dead_letter_on", options.dead_letter_on)
     if both := set(options.retry_on) & set(options.dead_letter_on):
@@ -132,7 +189,8 @@ def inspect_handler(
             f"handler {func.__qualname__} must take the body and/or a "
             "Message parameter, nothing else"
         )
-    message_param = next((p.name for p in params if hints.get(p.name) is Message), None)
+    message_type: Any = Message if batch is None else list[Message]
+    message_param = next((p.name for p in params if hints.get(p.name) == message_type), None)
     body_params = [p for p in params if p.name != message_param]
     if len(body_params) > 1:
         raise HandlerError(
@@ -145,6 +203,13 @@ def inspect_handler(
     if body_params:
         body = body_params[0]
         body_type = hints.get(body.name, inspect.Parameter.empty)
+        if batch is not None:
+            if typing.get_origin(body_type) is not list:
+                raise HandlerError(
+                    f"handler {_name(func)}: a batch handler's body must be list[T], "
+                    f"not {body_type!r}"
+                )
+            (body_type,) = typing.get_args(body_type) or (inspect.Parameter.empty,)
         decoder = make_decoder(body_type)
         body_first = params[0].name == body.name
     # An object whose __call__ is async is an async handler too.
@@ -177,25 +242,28 @@ def _name(func: HandlerFunc) -> str:
     return str(getattr(func, "__qualname__", repr(func)))
 
 
-def _seconds(timeout: float | str | None, func: HandlerFunc) -> float | None:
+def _seconds(timeout: float | str | None, func: HandlerFunc | str) -> float | None:
     """A decorator's ``timeout=`` in seconds: a number is seconds, a string a duration."""
     if timeout is None:
         return None
+    prefix, name = (
+        ("Batch: ", "max_wait")
+        if isinstance(func, str)
+        else (
+            f"handler {func.__qualname__}: ",
+            "timeout",
+        )
+    )
     hint = "use seconds (30, 0.5) or a duration such as '250ms', '30s', '5m'"
     # A bare number in a string would be milliseconds to parse_duration (as in topology
     # files) but seconds here: refused rather than guessed.
     bare = isinstance(timeout, str) and timeout.strip().replace(".", "", 1).isdigit()
     if isinstance(timeout, bool) or bare or not isinstance(timeout, int | float | str):
-        raise HandlerError(f"handler {func.__qualname__}: invalid timeout {timeout!r}: {hint}")
+        raise HandlerError(f"{prefix}invalid {name} {timeout!r}: {hint}")
     try:
         value = parse_duration(timeout) / 1000 if isinstance(timeout, str) else float(timeout)
     except ValueError:
-        raise HandlerError(
-            f"handler {func.__qualname__}: invalid timeout {timeout!r}: {hint}"
-        ) from None
+        raise HandlerError(f"{prefix}invalid {name} {timeout!r}: {hint}") from None
     if not math.isfinite(value) or value <= 0:
-        raise HandlerError(
-            f"handler {func.__qualname__}: timeout must be a positive number of seconds, "
-            f"not {timeout!r}"
-        )
+        raise HandlerError(f"{prefix}{name} must be a positive number of seconds, not {timeout!r}")
     return value

@@ -44,6 +44,12 @@ class OutcomeLog:
             self._log.error(
                 "handler failed; queue has no dead letters, nacking", **fields, error=outcome.error
             )
+        elif kind == "dropped":
+            self._log.warning(
+                "handler failed; dropped (at-most-once: acked on arrival)",
+                **fields,
+                error=outcome.error,
+            )
         elif d.reason is not None:
             self._log.error(
                 "could not publish the retry/dead-letter copy; requeueing",

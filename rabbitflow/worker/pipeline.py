@@ -25,7 +25,7 @@ import structlog
 
 from rabbitflow.compression import inflate
 from rabbitflow.errors import HandlerTimeout
-from rabbitflow.worker.handler import HandlerSpec
+from rabbitflow.worker.handler import BatchFailure, HandlerSpec
 from rabbitflow.worker.message import Message
 from rabbitflow.worker.outcome import Outcome, decide
 
@@ -111,6 +111,7 @@ class Unsettleable(Exception):
 
 
 _current: contextvars.ContextVar[Delivery] = contextvars.ContextVar("rabbitflow_delivery")
+_batch: contextvars.ContextVar[list[Delivery]] = contextvars.ContextVar("rabbitflow_batch")
 
 
 class Pipeline:
@@ -147,16 +148,56 @@ class Pipeline:
         """The middlewares wrapped around the handler, outermost first; None without any
         (the handler is then called directly: no cost for what is not used)."""
         if middlewares:
-            self.chain = _compose(tuple(middlewares), self._core)
+            core = self._core if spec.options.batch is None else self._batch_core
+            self.chain = _compose(tuple(middlewares), core)
+        self.at_most_once = spec.options.delivery == "at_most_once"
+        """Acked on arrival, failures dropped (DESIGN.md §8)."""
+        self._body: Callable[[Delivery], Awaitable[None]] = (
+            self._run_at_most_once if self.at_most_once else self._run
+        )
         self.run: Callable[[Delivery], Awaitable[None]] = (
-            self._run if tracer is None else self._traced
+            self._body if tracer is None else self._traced
         )
         """Process one delivery to its end (settled and observed)."""
 
     async def _traced(self, delivery: Delivery) -> None:
         assert self.tracer is not None
         with self.tracer.delivery(delivery.message):
-            await self._run(delivery)
+            await self._body(delivery)
+
+    async def _run_at_most_once(self, d: Delivery) -> None:
+        """At-most-once: the ack goes out first, then the chain runs; a failure is
+        logged and counted as ``dropped`` (never retried, never dead-lettered)."""
+        message = d.message
+        await self.settler.ack_on_arrival(d)
+        try:
+            if self.chain is None:
+                result = await self._handle(d)
+            else:
+                _current.set(d)
+                result = await self.chain(message)
+        except asyncio.CancelledError as exc:
+            # Shutdown timeout or a lost channel: acked already, so the run is lost.
+            d.error = exc
+            outcome = await asyncio.shield(self.settler.drop(d, exc))
+            self._notify_now(d, outcome)
+            if self.on_settled:
+                await asyncio.shield(self._notify_user(message, outcome))
+            raise
+        except Duplicate:
+            outcome = Outcome("ack", message.attempt)
+        except Unsettleable as exc:
+            d.error = exc.error
+            outcome = await self.settler.drop(d, exc.error)
+        except Exception as exc:
+            d.error = exc
+            outcome = await self.settler.drop(d, exc)
+        else:
+            outcome = await self.settler.answered(d, result)
+        if self.observers:
+            self._notify_now(d, outcome)
+        if self.on_settled:
+            await self._notify_user(message, outcome)
 
     async def _run(self, d: Delivery) -> None:
         message = d.message
@@ -200,6 +241,107 @@ class Pipeline:
             self._notify_now(d, outcome)
         if self.on_settled:
             await self._notify_user(message, outcome)
+
+    # -- batch handlers (DESIGN.md §8) ----------------------------------------------
+
+    async def run_batch(self, batch: Sequence[Delivery]) -> None:
+        """Decode each delivery (one that fails is dead-lettered alone), run the handler
+        once with the lists (middlewares see the first message), settle each."""
+        good: list[Delivery] = []
+        for d in batch:
+            try:
+                data = inflate(d.message.body, d.encoding, limit=self.max_body, raw_ok=self._raw_ok)
+                d.body = (
+                    self.spec.decoder(data, d.message.content_type) if self.spec.decoder else None
+                )
+            except Exception as exc:
+                await self._fail(d, exc)
+                continue
+            good.append(d)
+        if not good:
+            return
+        try:
+            if self.chain is None:
+                await self._handle_batch(good)
+            else:
+                _batch.set(good)
+                await self.chain(good[0].message)
+        except asyncio.CancelledError as exc:
+            for d in good:
+                d.error = exc
+                outcome = await asyncio.shield(self.settler.requeue(d))
+                self._notify_now(d, outcome)
+                if self.on_settled:
+                    await asyncio.shield(self._notify_user(d.message, outcome))
+            raise
+        except BatchFailure as failure:
+            for i, d in enumerate(good):
+                error = failure.failures.get(i)
+                if error is None:
+                    await self._ok(d)
+                else:
+                    await self._fail(d, error if isinstance(error, Exception) else failure)
+        except Unsettleable as exc:
+            raise exc.error from None
+        except Exception as exc:
+            for d in good:
+                await self._fail(d, exc)
+        else:
+            for d in good:
+                await self._ok(d)
+
+    async def _ok(self, d: Delivery) -> None:
+        outcome = await self.settler.ack(d, None, reply=False)
+        self._notify_now(d, outcome)
+        if self.on_settled:
+            await self._notify_user(d.message, outcome)
+
+    async def _fail(self, d: Delivery, exc: Exception) -> None:
+        d.error = exc
+        decision = decide(
+            exc,
+            attempt=d.message.attempt,
+            retry=self.route.retry,
+            dead_letters=self._dead_letters,
+            filters=self._filters,
+        )
+        outcome = await self.settler.fail(d, decision, exc)
+        self._notify_now(d, outcome)
+        if self.on_settled:
+            await self._notify_user(d.message, outcome)
+
+    def _batch_core(self, message: Message) -> Awaitable[Any]:
+        return self._handle_batch(_batch.get())
+
+    async def _handle_batch(self, good: list[Delivery]) -> Any:
+        spec = self.spec
+        bodies = [d.body for d in good]
+        messages = [d.message for d in good]
+        for d in good:
+            d.ran = True
+            for observer in self._starts:
+                observer.started(d)
+        call: Any = spec.call
+        if spec.is_async:
+            if spec.timeout is None:
+                return await call(bodies, messages)
+            try:
+                async with asyncio.timeout(spec.timeout):
+                    return await call(bodies, messages)
+            except TimeoutError:
+                raise HandlerTimeout(f"batch exceeded its {spec.timeout:g}s timeout") from None
+        context = contextvars.copy_context()
+        future = asyncio.get_running_loop().run_in_executor(
+            self.executor, context.run, call, bodies, messages
+        )
+        if spec.timeout is None:
+            return await future
+        try:
+            return await asyncio.wait_for(future, spec.timeout)
+        except TimeoutError:
+            raise HandlerTimeout(
+                f"batch exceeded its {spec.timeout:g}s timeout (sync handler left running)"
+            ) from None
 
     def _notify_now(self, d: Delivery, outcome: Outcome) -> None:
         for observer in self.observers:

@@ -60,13 +60,22 @@ class Settler:
     """Carries out outcomes for the deliveries of one consumer."""
 
     def __init__(
-        self, route: Route, publisher: Publisher, *, ack: Settle, nack: Nack, log: Any
+        self,
+        route: Route,
+        publisher: Publisher,
+        *,
+        ack: Settle,
+        nack: Nack,
+        log: Any,
+        ack_first: Settle | None = None,
     ) -> None:
         self.route = route
         self.publisher = publisher
         self.ack_now = ack
         """The consumer's (coalescing) ack, for the pipeline's success path."""
         self._ack = ack
+        self._ack_first = ack_first or ack
+        """The consumer's uncoalesced ack, written at once (at-most-once)."""
         self._nack = nack
         self._log = log
 
@@ -77,6 +86,29 @@ class Settler:
             await self._reply(d.message, result)
         await self._ack(d.channel, d.tag)
         return Outcome("ack", d.message.attempt, seconds=seconds)
+
+    # -- at-most-once (DESIGN.md §8): acked on arrival, a failure is dropped --------
+
+    async def ack_on_arrival(self, d: Delivery) -> None:
+        """Ack before the handler runs: the frame is on its way when this returns."""
+        await self._ack_first(d.channel, d.tag)
+
+    async def answered(self, d: Delivery, result: Any) -> Outcome:
+        """An at-most-once success: the reply, if asked for (the ack was sent before)."""
+        if d.message.reply_to:
+            await self._reply(d.message, result)
+        seconds = time.perf_counter() - d.started if d.ran else None
+        return Outcome("ack", d.message.attempt, seconds=seconds)
+
+    async def drop(self, d: Delivery, error: BaseException) -> Outcome:
+        """An at-most-once failure (or a run cancelled at shutdown): nothing to settle,
+        the message was acked on arrival. An error reply tells a caller at once."""
+        seconds = time.perf_counter() - d.started
+        if d.message.reply_to and isinstance(error, Exception):
+            await self._reply_error(d.message, error)
+        return Outcome(
+            "dropped", d.message.attempt, error=describe(error), seconds=seconds, exception=error
+        )
 
     async def requeue(self, d: Delivery) -> Outcome:
         """Give the message back untouched (shutdown timeout, lost channel)."""

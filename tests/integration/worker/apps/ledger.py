@@ -2,7 +2,9 @@
 
 Environment: LEDGER (file to append to), TOPOLOGY (file), HANDLER_SLEEP (seconds),
 HANDLER_PREFETCH, HANDLER_SYNC=1 for a plain def handler, QUEUE (default ``jobs``),
-IDEMPOTENCY (``sqlite:PATH`` or a ``redis://`` URL) for an idempotent handler.
+IDEMPOTENCY (``sqlite:PATH`` or a ``redis://`` URL) for an idempotent handler,
+HANDLER_DELIVERY (``at_most_once``) for the delivery mode, HANDLER_BATCH (max_size) for
+a batch handler (max_wait 100 ms).
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import os
 import time
 from typing import Any
 
-from rabbitflow import App, Message, RedisStore, SQLiteStore
+from rabbitflow import App, Batch, Message, RedisStore, SQLiteStore
 
 app = App(os.environ["TOPOLOGY"])
 LEDGER = os.environ["LEDGER"]
 SLEEP = float(os.environ.get("HANDLER_SLEEP", "0"))
 PREFETCH = int(os.environ["HANDLER_PREFETCH"]) if "HANDLER_PREFETCH" in os.environ else None
 QUEUE = os.environ.get("QUEUE", "jobs")
+DELIVERY: Any = os.environ.get("HANDLER_DELIVERY", "at_least_once")
 
 
 def _store() -> Any:
@@ -39,9 +42,20 @@ def record(body: dict[str, object], message: Message, what: str) -> None:
         f.write(line)
 
 
-if os.environ.get("HANDLER_SYNC") == "1":
+if os.environ.get("HANDLER_BATCH"):
 
-    @app.handler(QUEUE, prefetch=PREFETCH, idempotency=_store())
+    @app.handler(QUEUE, prefetch=PREFETCH, batch=Batch(int(os.environ["HANDLER_BATCH"]), 0.1))
+    async def handle_batch(bodies: list[dict[str, object]], messages: list[Message]) -> None:
+        for body, message in zip(bodies, messages, strict=True):
+            record(body, message, "start")
+        if SLEEP:
+            await asyncio.sleep(SLEEP)
+        for body, message in zip(bodies, messages, strict=True):
+            record(body, message, "done")
+
+elif os.environ.get("HANDLER_SYNC") == "1":
+
+    @app.handler(QUEUE, prefetch=PREFETCH, idempotency=_store(), delivery=DELIVERY)
     def handle_sync(body: dict[str, object], message: Message) -> None:
         record(body, message, "start")
         time.sleep(SLEEP)
@@ -49,7 +63,7 @@ if os.environ.get("HANDLER_SYNC") == "1":
 
 else:
 
-    @app.handler(QUEUE, prefetch=PREFETCH, idempotency=_store())
+    @app.handler(QUEUE, prefetch=PREFETCH, idempotency=_store(), delivery=DELIVERY)
     async def handle(body: dict[str, object], message: Message) -> None:
         record(body, message, "start")
         if SLEEP:
