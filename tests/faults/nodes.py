@@ -68,10 +68,16 @@ class Node:
     """Extra lines for rabbitmq.conf."""
     advanced: str = "[]."
     """The advanced.config term."""
+    plugins: tuple[str, ...] = ()
+    """Plugins to enable (``rabbitmq_management`` listens on 15680+n)."""
+    open_files: int = 0
+    """The node's open-file limit when set (a thousand quorum queues hold ~3,000 descriptors;
+    a broker started from a login shell gets 1,024)."""
     name: str = field(init=False)
     port: int = field(init=False)
     dist_port: int = field(init=False)
     tls_port: int = field(init=False)
+    management_port: int = field(init=False)
     dir: Path = field(init=False)
     prefix: tuple[str, ...] = field(init=False, default=())
     """Goes before every command run for this node (netns.NsNode: ``ip netns exec NS``)."""
@@ -82,6 +88,7 @@ class Node:
         self.dist_port = 25680 + self.index
         self.tls_port = 5690 + self.index
         self.dir = BASE / f"node{self.index}"
+        self.management_port = 15680 + self.index
 
     # -- environment -----------------------------------------------------------------
 
@@ -122,14 +129,19 @@ class Node:
             shutil.rmtree(self.dir)
         (self.dir / "log").mkdir(parents=True, exist_ok=True)
         (self.dir / "mnesia").mkdir(parents=True, exist_ok=True)
-        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
+        management = (
+            f"management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {self.management_port}\n"
+            if "rabbitmq_management" in self.plugins
+            else ""
+        )
         (self.dir / "rabbitmq-env.conf").write_text("")
         (self.dir / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = {self.listener()}\n"
             "loopback_users = none\n"
             "log.console = false\nlog.file.level = info\n"
             "cluster_partition_handling = pause_minority\n"
-            f"{self.conf}\n"
+            f"{management}{self.conf}\n"
         )
         (self.dir / "advanced.config").write_text(self.advanced + "\n")
         subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(BASE)], check=True)
@@ -138,9 +150,14 @@ class Node:
 
     def start(self, *, timeout: float = 60) -> None:
         """Start the node detached and wait until it accepts AMQP connections."""
-        _as_rabbitmq(
-            [str(RABBIT_BIN / "rabbitmq-server"), "-detached"], self.env(), 30, self.prefix
-        )
+        server, prefix = [str(RABBIT_BIN / "rabbitmq-server"), "-detached"], self.prefix
+        if self.open_files:
+            # prlimit raises the hard limit (root), the shell the soft one (runuser's PAM
+            # session puts it back to 1,024).
+            n = self.open_files
+            prefix = ("prlimit", f"--nofile={n}:{n}", *prefix)
+            server = ["sh", "-c", f'ulimit -n {n} && exec "$0" "$@"', *server]
+        _as_rabbitmq(server, self.env(), 30, prefix)
         self.wait_up(timeout)
 
     def wait_up(self, timeout: float = 60) -> None:
