@@ -21,6 +21,9 @@ from pathlib import Path
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 HOME = "/var/lib/rabbitmq"  # holds the .erlang.cookie every node shares
 BASE = Path(os.environ.get("RABBITFLOW_FAULTS_NODES", "/tmp/rabbitflow-faults-nodes"))
+OFFSET = int(os.environ.get("RABBITFLOW_FAULTS_NODE_OFFSET", "0"))
+"""Added to every node's index, so two test runs on one machine use different node names,
+ports and directories (say 20 for the second run)."""
 
 
 def _as_rabbitmq(
@@ -83,12 +86,13 @@ class Node:
     """Goes before every command run for this node (netns.NsNode: ``ip netns exec NS``)."""
 
     def __post_init__(self) -> None:
-        self.name = f"rffaults{self.index}@localhost"
-        self.port = 5680 + self.index
-        self.dist_port = 25680 + self.index
-        self.tls_port = 5690 + self.index
-        self.dir = BASE / f"node{self.index}"
-        self.management_port = 15680 + self.index
+        n = self.index + OFFSET
+        self.name = f"rffaults{n}@localhost"
+        self.port = 5680 + n
+        self.dist_port = 25680 + n
+        self.tls_port = 5690 + n if n < 10 else 5700 + n  # 5690+n would meet 5680+n
+        self.dir = BASE / f"node{n}"
+        self.management_port = 15680 + n
 
     # -- environment -----------------------------------------------------------------
 
