@@ -21,6 +21,7 @@ from rabbitflow.producer import Producer
 from rabbitflow.settings import Settings
 from rabbitflow.topology import load_text
 from tests.helpers import drain, message_count, wait_for
+from tests.integration.worker.procs import worker  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.broker
 
@@ -238,3 +239,44 @@ def test_stream_options_on_a_queue_that_is_not_a_stream_are_refused(amqp_url: st
 
         @app.handler("work", offset="first")
         async def handle(event: Event) -> None: ...
+
+
+async def test_kill_9_mid_stream_skips_none_and_re_delivers_at_most_the_prefetch(
+    worker: Any,  # noqa: F811 - the fixture
+    amqp_url: str,
+    tmp_path: Path,
+) -> None:
+    """A ledger worker on the stream (SQLite positions, prefetch 50) is killed with
+    SIGKILL mid-run; after a restart every event is handled, in stream order within each
+    run, and the events handled twice are at most the prefetch."""
+    total, prefetch = 3000, 50
+    await declared(amqp_url)
+    await append(amqp_url, range(total))
+    w = worker(
+        TOPOLOGY,
+        QUEUE="events",
+        STREAM_OFFSETS=f"sqlite:{tmp_path / 'offsets.db'}",
+        HANDLER_PREFETCH=str(prefetch),
+        HANDLER_SLEEP="0.001",
+    )
+    w.start()
+    await wait_for(lambda: len(w.done()) >= 500, timeout=60, interval=0.02)
+    assert w.process is not None
+    w.process.kill()
+    w.process.wait()
+    before = len(w.done())
+    w.start()
+    await wait_for(lambda: len(w.done()) == total, timeout=90, interval=0.2, message="all")
+    assert w.stop() == 0
+    done = w.done()
+    duplicates = sum(n - 1 for n in done.values())
+    assert set(done) == {str(i) for i in range(total)}  # skipped: 0
+    assert duplicates <= prefetch, duplicates
+    for pid in {p[3] for p in w.lines()}:
+        run = [int(p[0]) for p in w.lines() if p[3] == pid and p[4] == "start"]
+        assert run == sorted(run) == list(range(run[0], run[0] + len(run)))  # stream order
+    assert all(p[0] == p[5] for p in w.lines())  # id == offset on a fresh stream
+    print(
+        f"kill -9 mid-stream after {before} handled: skipped 0, re-delivered {duplicates} "
+        f"(bound {prefetch})"
+    )
