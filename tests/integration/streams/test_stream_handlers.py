@@ -7,6 +7,10 @@ each seeing every event, and a failing event retried in the worker then put in
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -280,3 +284,71 @@ async def test_kill_9_mid_stream_skips_none_and_re_delivers_at_most_the_prefetch
         f"kill -9 mid-stream after {before} handled: skipped 0, re-delivered {duplicates} "
         f"(bound {prefetch})"
     )
+
+
+def rabbitflow(amqp_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rabbitflow", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RABBITFLOW_URL": amqp_url},
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_dlq_list_replay_purge_handle_a_stream_consumers_dead_letters(
+    amqp_url: str, tmp_path: Path, channel: Any
+) -> None:
+    """``dlq replay`` appends the event to the stream for that consumer alone: it runs
+    again there (attempt 1), another consumer passes over it."""
+    await declared(amqp_url)
+    await append(amqp_url, range(4))
+    store = MemoryOffsets()
+    broken = {2}
+    status: list[tuple[int, int]] = []
+
+    def status_app() -> App:
+        app = make_app(amqp_url)
+
+        @app.handler("events", offset="first", consumer_name="status", offsets=store, retry=FAST)
+        async def project(event: Event, message: Message) -> None:
+            if event.id in broken:
+                raise ValueError(f"order {event.id} is broken")
+            status.append((event.id, message.attempt))
+
+        return app
+
+    async with status_app():
+        await wait_for(lambda: store._positions.get(("status", "events")) == 3, timeout=20)
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(TOPOLOGY)
+    listed = rabbitflow(
+        amqp_url, "dlq", "list", "events.status", "--json", "--topology", str(topology)
+    )
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert row["queue"] == "events"
+    assert row["error"] == "ValueError: order 2 is broken"
+    assert row["message_id"] == "2"
+
+    broken.clear()  # fixed: replay it
+    replayed = rabbitflow(amqp_url, "dlq", "replay", "events.status")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "moved 1 dead letter from events.status.dlq" in replayed.stdout
+    audit: list[int] = []
+    other = make_app(amqp_url)
+
+    @other.handler("events", offset="first", consumer_name="audit", offsets=store)
+    async def record(event: Event) -> None:
+        audit.append(event.id)
+
+    async with status_app(), other:
+        await wait_for(lambda: (2, 1) in status, timeout=20)
+        await wait_for(lambda: store._positions.get(("audit", "events")) == 4, timeout=20)
+    assert status == [(0, 1), (1, 1), (3, 1), (2, 1)]
+    assert audit == [0, 1, 2, 3]  # the replayed copy (offset 4) is not audit's
+    assert await message_count(channel, "events.status.dlq") == 0
+    purged = rabbitflow(amqp_url, "dlq", "purge", "events.status", "--yes")
+    assert purged.returncode == 0, purged.stderr
+    assert "purged 0 dead letters from events.status.dlq" in purged.stdout
