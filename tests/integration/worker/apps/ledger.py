@@ -47,9 +47,7 @@ def record(body: dict[str, object], message: Message, what: str) -> None:
 if os.environ.get("STREAM_OFFSETS"):
     OFFSETS = SQLiteOffsets(os.environ["STREAM_OFFSETS"].removeprefix("sqlite:"))
 
-    @app.handler(
-        QUEUE, prefetch=PREFETCH, offset="first", consumer_name="ledger", offsets=OFFSETS
-    )
+    @app.handler(QUEUE, prefetch=PREFETCH, offset="first", consumer_name="ledger", offsets=OFFSETS)
     async def handle_stream(body: dict[str, object], message: Message) -> None:
         body = {**body, "key": message.stream_offset}
         record(body, message, "start")
