@@ -164,8 +164,8 @@ class Queue:
 
     @property
     def message_count(self) -> int:
-        """What a declare reports: ready messages (0 for a stream, as RabbitMQ says)."""
-        return 0 if self.is_stream else len(self.ready)
+        """What a declare reports: ready messages, or the events a stream holds."""
+        return len(self.log) if self.is_stream else len(self.ready)
 
     @property
     def ready_bytes(self) -> int:
