@@ -202,6 +202,7 @@ class Settler:
                 break
             except Exception as exc:
                 d.reason = describe(exc)
+                self._declared.discard(dlq)  # deleted meanwhile? declared again next time
                 self._log.warning(
                     "stream dead letter not confirmed; trying again",
                     dead_letter_queue=dlq,
