@@ -74,7 +74,7 @@ async def seen_from(amqp_url: str, offset: Any, expect: int, **options: Any) -> 
 
     async with app:
         await wait_for(lambda: len(got) >= expect, timeout=20, message=f"{expect} events")
-        await asyncio.sleep(0.3)  # nothing more comes
+        await asyncio.sleep(0.2)  # nothing more comes
     return got
 
 
@@ -102,16 +102,17 @@ async def test_each_offset_spec_starts_where_it_says(amqp_url: str) -> None:
         await wait_for(lambda: len(got) >= 3, timeout=20)
     assert got == [10, 11, 12]
 
-    # A time and a duration: the broker resolves them by chunk (one-second resolution),
-    # so the events are written two seconds after the first batch.
-    await asyncio.sleep(2.2)
+    # A duration and a time: the broker resolves them by chunk (one-second resolution),
+    # so the last batch is written 6.3 s after the one before; the durations run first,
+    # each attaching within 5 s of that write.
+    await asyncio.sleep(5.2)
     moment = datetime.now(UTC)
     await asyncio.sleep(1.1)
     await append(amqp_url, range(13, 16))
+    assert await seen_from(amqp_url, "5s", 3) == [13, 14, 15]
+    assert await seen_from(amqp_url, timedelta(seconds=5), 3) == [13, 14, 15]
     assert await seen_from(amqp_url, moment, 3) == [13, 14, 15]
     assert await seen_from(amqp_url, moment.replace(tzinfo=None), 3) == [13, 14, 15]
-    assert await seen_from(amqp_url, "2s", 3) == [13, 14, 15]
-    assert await seen_from(amqp_url, timedelta(seconds=2), 3) == [13, 14, 15]
 
 
 async def test_ten_thousand_events_in_stream_order_with_their_offsets(amqp_url: str) -> None:
