@@ -24,7 +24,7 @@ from rabbitflow.amqp.publish import Outgoing
 from rabbitflow.producer import Producer
 from rabbitflow.settings import Settings
 from rabbitflow.topology import load_text
-from tests.helpers import drain, message_count, wait_for
+from tests.helpers import close_connections, drain, message_count, wait_for
 from tests.integration.worker.procs import worker  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.broker
@@ -353,3 +353,28 @@ async def test_dlq_list_replay_purge_handle_a_stream_consumers_dead_letters(
     purged = rabbitflow(amqp_url, "dlq", "purge", "events.status", "--yes")
     assert purged.returncode == 0, purged.stderr
     assert "purged 0 dead letters from events.status.dlq" in purged.stdout
+
+
+async def test_a_lost_connection_resumes_after_the_last_settled_event(
+    amqp_url: str, vhost: str
+) -> None:
+    """The worker reconnects and attaches right after the position it holds in memory:
+    none skipped, re-run at most the events in flight (the prefetch, and the one running)."""
+    total, prefetch = 400, 20
+    await declared(amqp_url)
+    await append(amqp_url, range(total))
+    app = make_app(amqp_url)
+    got: list[int] = []
+
+    @app.handler("events", offset="first", consumer_name="c", prefetch=prefetch)
+    async def project(event: Event) -> None:
+        got.append(event.id)
+        await asyncio.sleep(0.002)
+
+    async with app:
+        await wait_for(lambda: len(got) >= 100, timeout=30)
+        await wait_for(lambda: close_connections(vhost) > 0, timeout=10)
+        await wait_for(lambda: set(got) == set(range(total)), timeout=60, message="all")
+    again = len(got) - len(set(got))
+    assert again <= prefetch + 1, again
+    print(f"connection closed after {100}+ events: all {total} handled, {again} re-run")
