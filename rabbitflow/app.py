@@ -270,7 +270,7 @@ class App:
                 ``<stream>.<consumer_name>.dlq`` go by (default: the function's name).
             offsets: on a stream, an offset store (`MemoryOffsets`, `SQLiteOffsets`,
                 `RedisOffsets`): a restart resumes right after the last settled event.
-            retry: on a stream, the in-worker retry schedule (a `RetryPolicy` or a
+            retry: on a stream, the in-worker retry schedule (`Retry(...)`, a `RetryPolicy`, or a
                 mapping of its fields; default 3 retries from 1 s, exponential).
 
         Raises:

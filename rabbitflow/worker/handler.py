@@ -69,6 +69,10 @@ events of that last stretch of time)."""
 
 _NAMED_OFFSETS = ("first", "last", "next")
 
+Retry = RetryPolicy
+"""``handler(retry=Retry(max_retries=5, delay="200ms"))`` on a stream (DESIGN.md §9): the
+topology's `RetryPolicy`, under the name the contract gives it."""
+
 DEFAULT_STREAM_RETRY = RetryPolicy()
 """A stream handler's retries without ``retry=``: 3, from 1 s, exponential."""
 

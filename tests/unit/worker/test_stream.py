@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rabbitflow import App, HandlerError, MemoryOffsets, Router
+from rabbitflow import App, HandlerError, MemoryOffsets, Retry, Router
 from rabbitflow.topology import load_text
 from rabbitflow.topology.schema import RetryPolicy
 from rabbitflow.worker.handler import DEFAULT_STREAM_RETRY, start_argument, stream_options
@@ -59,6 +59,7 @@ def test_retry_takes_a_policy_or_a_mapping_and_defaults_to_three_from_one_second
     assert DEFAULT_STREAM_RETRY.schedule == (1000, 2000, 4000)
     assert options({"max_retries": 1, "delay": "50ms"}).retry.schedule == (50,)
     assert options(RetryPolicy(max_retries=0)).retry.max_retries == 0
+    assert options(Retry(max_retries=2, delay="5ms")).retry.schedule == (5, 10)
     with pytest.raises(HandlerError, match="invalid retry"):
         options({"max_retries": -1})
     with pytest.raises(HandlerError, match="retry must be"):
