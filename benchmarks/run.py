@@ -29,7 +29,17 @@ from rich.console import Console
 from benchmarks import broker, report
 from benchmarks.report import RESULTS
 from benchmarks.runner import ROOT, _env, check_drained, run_processes, run_single, spec_for
-from benchmarks.scenarios import FULL, IMPLS, MEMORY, QUICK, SCENARIOS, Case, build_cases, order
+from benchmarks.scenarios import (
+    FULL,
+    IMPLS,
+    MEMORY,
+    QUICK,
+    SCENARIOS,
+    STREAM_QUEUE,
+    Case,
+    build_cases,
+    order,
+)
 from benchmarks.stats import summarise
 
 
@@ -100,6 +110,8 @@ def topology_text(case: Case, queues: list[str]) -> str:
     """rabbitflow's topology for a round: plain classic queues, and a retry policy on
     rabbitflow's queue in the retry case."""
     lines = ["version: 1", "queues:"]
+    if case.scenario == "stream":
+        return "\n".join([*lines, f"  {STREAM_QUEUE}:", "    type: stream"]) + "\n"
     for q in queues:
         if case.scenario == "retry" and q == queue_name("rabbitflow"):
             lines += [
@@ -114,6 +126,11 @@ def topology_text(case: Case, queues: list[str]) -> str:
 
 async def prepare(case: Case, url: str, impls: tuple[str, ...], topology: str) -> None:
     """Declare the round's queues and bind them to the fill exchange."""
+    if case.scenario == "stream":
+        # One stream every implementation reads from its first event.
+        await broker.declare_topology(url, topology)
+        await broker.bind_fanout(url, "bench.fill", [STREAM_QUEUE])
+        return
     plain: dict[str, dict[str, Any]] = {
         queue_name(i): {} for i in impls if not (case.scenario == "retry" and i == "rabbitflow")
     }
@@ -135,7 +152,15 @@ async def prepare(case: Case, url: str, impls: tuple[str, ...], topology: str) -
 
 def needs_fill(case: Case) -> bool:
     """Whether the case drains a pre-filled queue."""
-    return case.scenario in ("consume", "retry", "memory", "processes", "at_most_once", "batch")
+    return case.scenario in (
+        "consume",
+        "retry",
+        "memory",
+        "processes",
+        "at_most_once",
+        "batch",
+        "stream",
+    )
 
 
 def run_round(
@@ -153,12 +178,13 @@ def run_round(
             console.log(f"{case.key}: filled {case.count:,} in {time.monotonic() - started:.1f}s")
 
         def one(impl: str) -> dict[str, Any]:
-            spec = spec_for(case, impl, url, queue_name(impl), topology, loop)
+            queue = STREAM_QUEUE if case.scenario == "stream" else queue_name(impl)
+            spec = spec_for(case, impl, url, queue, topology, loop)
             logs = Path(tmp) / impl
             logs.mkdir()
             run = run_processes if case.scenario == "processes" else run_single
             result = run(case, impl, spec, logs)
-            check_drained(case, url, queue_name(impl), result)
+            check_drained(case, url, queue, result)
             console.log(f"  {impl}: {_brief(result)}")
             return result
 

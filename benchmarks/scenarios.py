@@ -46,6 +46,7 @@ SCENARIOS = (
     "processes",
     "at_most_once",
     "batch",
+    "stream",
 )
 
 
@@ -136,6 +137,13 @@ against rabbitflow's ``delivery="at_most_once"`` (one ack per loop turn, on arri
 BATCH = ("aiopika", "rabbitflow")
 """aio-pika consuming one by one (prefetch 100, ack each) against a rabbitflow batch
 handler, ``Batch(max_size=100, max_wait="50ms")`` with pydantic items (prefetch 200)."""
+
+
+STREAM = ("aiopika", "rabbitflow")
+"""Both read the same stream queue from its first event (prefetch 100): raw aio-pika acks
+each delivery; rabbitflow runs a stream handler taking a pydantic model, with
+``consumer_name=`` and its positions in a `SQLiteOffsets` file."""
+STREAM_QUEUE = "bench.stream"
 
 
 def build_cases(
@@ -275,6 +283,17 @@ def build_cases(
                 "batch",
                 "aio-pika one by one vs Batch(100, 50ms), pydantic items",
                 BATCH,
+                count=n(preset.consume),
+                prefetch=100,
+                repetitions=reps,
+            )
+        )
+    if "stream" in scenarios:
+        cases.append(
+            Case(
+                "stream",
+                "one stream from first: aio-pika vs pydantic + SQLite positions, prefetch 100",
+                STREAM,
                 count=n(preset.consume),
                 prefetch=100,
                 repetitions=reps,

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from rabbitflow.streams.offsets import MemoryOffsets, RedisOffsets, SQLiteOffsets
     from rabbitflow.topology import Topology, load_topology
     from rabbitflow.worker.breaker import CircuitBreaker
-    from rabbitflow.worker.handler import Batch, BatchFailure
+    from rabbitflow.worker.handler import Batch, BatchFailure, Retry
     from rabbitflow.worker.idempotency import MemoryStore, RedisStore, SQLiteStore
     from rabbitflow.worker.message import Message
     from rabbitflow.worker.outcome import Outcome, Reject
@@ -62,6 +62,7 @@ __all__ = [
     "SQLiteStore",
     # streams
     "MemoryOffsets",
+    "Retry",
     "RedisOffsets",
     "SQLiteOffsets",
     # topology
@@ -107,6 +108,7 @@ _HOME = {
     "RedisStore": "rabbitflow.worker.idempotency",
     "SQLiteStore": "rabbitflow.worker.idempotency",
     "MemoryOffsets": "rabbitflow.streams.offsets",
+    "Retry": "rabbitflow.worker.handler",
     "RedisOffsets": "rabbitflow.streams.offsets",
     "SQLiteOffsets": "rabbitflow.streams.offsets",
     "Topology": "rabbitflow.topology",

@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace, TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -31,7 +31,7 @@ from rabbitflow.topology.expand import (
     retry_delays,
 )
 from rabbitflow.topology.loader import load_topology
-from rabbitflow.topology.schema import Topology
+from rabbitflow.topology.schema import RetryPolicy, Topology
 from rabbitflow.topology.validate import did_you_mean
 from rabbitflow.tracing import load as load_tracing
 from rabbitflow.worker.breaker import CircuitBreaker
@@ -42,12 +42,17 @@ from rabbitflow.worker.handler import (
     ExceptionTypes,
     HandlerOptions,
     HandlerSpec,
+    StreamOffset,
     inspect_handler,
+    stream_options,
 )
 from rabbitflow.worker.idempotency import IdempotencyStore
 from rabbitflow.worker.message import Message
 from rabbitflow.worker.pipeline import DeliveryObserver, Middleware, SettledObserver
-from rabbitflow.worker.runtime import Worker
+from rabbitflow.worker.runtime import Worker, stream_route
+
+if TYPE_CHECKING:
+    from rabbitflow.streams.offsets import OffsetStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=Middleware)
@@ -228,6 +233,10 @@ class App:
         dead_letter_on: ExceptionTypes = (),
         delivery: DeliveryMode = "at_least_once",
         batch: Batch | None = None,
+        offset: StreamOffset | None = None,
+        consumer_name: str | None = None,
+        offsets: OffsetStore | None = None,
+        retry: RetryPolicy | Mapping[str, Any] | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``queue``.
 
@@ -254,6 +263,15 @@ class App:
                 (DESIGN.md §8). Prefetch still bounds the runs at once.
             batch: ``Batch(max_size, max_wait)``: the body parameter is ``list[T]`` (and
                 a `Message` one ``list[Message]``); see DESIGN.md §8.
+            offset: on a stream queue, where to start without a stored position:
+                ``"first"``, ``"last"``, ``"next"`` (default), an int offset, a
+                `datetime`, or a duration (``"1h"``, a `timedelta`); DESIGN.md §9.
+            consumer_name: on a stream, the name the stored position and the DLQ
+                ``<stream>.<consumer_name>.dlq`` go by (default: the function's name).
+            offsets: on a stream, an offset store (`MemoryOffsets`, `SQLiteOffsets`,
+                `RedisOffsets`): a restart resumes right after the last settled event.
+            retry: on a stream, the in-worker retry schedule (`Retry(...)`, a `RetryPolicy`, or a
+                mapping of its fields; default 3 retries from 1 s, exponential).
 
         Raises:
             HandlerError: the queue is not in the topology, has a handler already, or the
@@ -266,7 +284,7 @@ class App:
                     f"queue {queue!r} has a handler already: {self.handlers[queue].name}"
                 )
             self._check_queue(queue)
-            self.handlers[queue] = inspect_handler(
+            spec = inspect_handler(
                 func,
                 queue,
                 prefetch=prefetch,
@@ -279,8 +297,18 @@ class App:
                     dead_letter_on=dead_letter_on,
                     delivery=delivery,
                     batch=batch,
+                    stream=stream_options(
+                        func,
+                        offset=offset,
+                        consumer_name=consumer_name,
+                        offsets=offsets,
+                        retry=retry,
+                    ),
                 ),
             )
+            if self.topology is not None:
+                stream_route(self.topology, spec)  # stream options on a stream only
+            self.handlers[queue] = spec
             return func
 
         return register

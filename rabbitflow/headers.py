@@ -28,6 +28,11 @@ ORIGINAL_EXCHANGE = "x-rabbitflow-original-exchange"
 """Where the message was first published (believed only on a delay queue's return)."""
 ORIGINAL_ROUTING_KEY = "x-rabbitflow-original-routing-key"
 """The routing key it was first published with (believed as ``ORIGINAL_EXCHANGE`` is)."""
+STREAM_OFFSET = "x-rabbitflow-stream-offset"
+"""On a stream consumer's dead letter: the offset of the event in its stream."""
+CONSUMER_NAME = "x-rabbitflow-consumer-name"
+"""On a stream consumer's dead letter: the consumer whose handler failed. A ``dlq
+replay`` appends the event to the stream again; only that consumer runs it."""
 REPLAYED_AT = "x-rabbitflow-replayed-at"
 """Set by ``rabbitflow dlq replay`` on the messages it moves back."""
 
@@ -127,6 +132,7 @@ def _encodable(value: Any) -> Any:
 
 __all__ = [
     "ATTEMPT",
+    "CONSUMER_NAME",
     "ERROR",
     "ERROR_TYPE",
     "FAILED_AT",
@@ -135,6 +141,7 @@ __all__ = [
     "ORIGINAL_ROUTING_KEY",
     "QUEUE",
     "REPLAYED_AT",
+    "STREAM_OFFSET",
     "TRACEBACK",
     "from_delay_queue",
     "latest_death_queue",

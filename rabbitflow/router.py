@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rabbitflow.errors import HandlerError
@@ -13,10 +13,14 @@ from rabbitflow.worker.handler import (
     ExceptionTypes,
     HandlerOptions,
     HandlerSpec,
+    StreamOffset,
     inspect_handler,
+    stream_options,
 )
 
 if TYPE_CHECKING:
+    from rabbitflow.streams.offsets import OffsetStore
+    from rabbitflow.topology.schema import RetryPolicy
     from rabbitflow.worker.breaker import CircuitBreaker
     from rabbitflow.worker.idempotency import IdempotencyStore
     from rabbitflow.worker.message import Message
@@ -47,6 +51,10 @@ class Router:
         dead_letter_on: ExceptionTypes = (),
         delivery: DeliveryMode = "at_least_once",
         batch: Batch | None = None,
+        offset: StreamOffset | None = None,
+        consumer_name: str | None = None,
+        offsets: OffsetStore | None = None,
+        retry: RetryPolicy | Mapping[str, Any] | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function as the handler of ``queue``; see `App.handler`.
 
@@ -54,17 +62,24 @@ class Router:
             HandlerError: the queue has a handler in this router already, or the
                 function's signature or options cannot be served.
         """
-        options = HandlerOptions(
-            idempotency=idempotency,
-            idempotency_key=idempotency_key,
-            circuit_breaker=circuit_breaker,
-            retry_on=retry_on,
-            dead_letter_on=dead_letter_on,
-            delivery=delivery,
-            batch=batch,
-        )
 
         def register(func: F) -> F:
+            options = HandlerOptions(
+                idempotency=idempotency,
+                idempotency_key=idempotency_key,
+                circuit_breaker=circuit_breaker,
+                retry_on=retry_on,
+                dead_letter_on=dead_letter_on,
+                delivery=delivery,
+                batch=batch,
+                stream=stream_options(
+                    func,
+                    offset=offset,
+                    consumer_name=consumer_name,
+                    offsets=offsets,
+                    retry=retry,
+                ),
+            )
             spec = inspect_handler(func, queue, prefetch=prefetch, timeout=timeout, options=options)
             self.add(spec)
             return func

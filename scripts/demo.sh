@@ -38,3 +38,6 @@ cat "$OUT/orders.mmd"
 
 # The order services at work: retries through delay queues, dead letters with errors.
 .venv/bin/python scripts/demo.py
+
+# Event sourcing: a projection rebuilt from a stream, restarted, and a replay.
+.venv/bin/python scripts/demo_streams.py

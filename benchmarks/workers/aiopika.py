@@ -39,6 +39,8 @@ async def consume(spec: Spec) -> dict[str, Any]:
         latency = spec.scenario == "latency"
         validate = spec.validate
         no_ack = spec.scenario == "at_most_once"
+        # A stream is read from its first event; each delivery acked (credit).
+        arguments = {"x-stream-offset": "first"} if spec.scenario == "stream" else None
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             if latency:
@@ -59,7 +61,7 @@ async def consume(spec: Spec) -> dict[str, Any]:
             else:
                 counter.hit()
 
-        await queue.consume(on_message, no_ack=no_ack)
+        await queue.consume(on_message, no_ack=no_ack, arguments=arguments)
         ready()
         if stats is not None:
             await asyncio.Event().wait()  # the harness stops this process

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -13,7 +14,7 @@ from benchmarks.workers.aiopika import wait_for_depth
 from benchmarks.workers.common import Counter, Order, Spec, bodies, emit, publish_all, ready, run
 
 try:
-    from rabbitflow import App, Batch, Message
+    from rabbitflow import App, Batch, Message, SQLiteOffsets
 except ImportError as exc:  # the worker runtime has not landed yet
     emit({"unavailable": f"cannot import rabbitflow.App: {exc}"})
     raise SystemExit(3) from None
@@ -43,6 +44,19 @@ async def consume(spec: Spec, *, middleware: bool = False) -> dict[str, Any]:
             counter.start()
             for _ in orders:
                 counter.hit()
+
+    elif spec.scenario == "stream":
+        offsets = SQLiteOffsets(Path(spec.topology).with_name("offsets.db"))
+
+        @app.handler(
+            spec.queue,
+            prefetch=spec.prefetch,
+            offset="first",
+            consumer_name="bench",
+            offsets=offsets,
+        )
+        async def handle_stream(order: Order) -> None:
+            counter.hit()
 
     else:
         delivery: Any = "at_most_once" if spec.scenario == "at_most_once" else "at_least_once"

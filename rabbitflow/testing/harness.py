@@ -217,9 +217,11 @@ class Harness:
         return self.app.topology
 
     def _watched(self) -> set[str]:
-        """The queues consumed by the app, and their retry queues."""
+        """The queues consumed by the app, and their retry queues. Not streams: a stream
+        keeps its events, so its depth never drains (its consumers' in-flight count and
+        the broker's unacked deliveries tell when it is idle)."""
         decls = expand(self._topology())
-        consumed = {c.route.queue for c in self._consumers()}
+        consumed = {c.route.queue for c in self._consumers() if c.route.stream is None}
         retry = {
             q.name
             for q in decls.queues

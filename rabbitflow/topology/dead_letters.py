@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from rabbitflow.errors import ConfigError
 from rabbitflow.topology.expand import dead_letter_route
 from rabbitflow.topology.matching import topic_matches
-from rabbitflow.topology.schema import ExchangeType, Topology, dead_letter_queue_name
+from rabbitflow.topology.schema import ExchangeType, QueueType, Topology, dead_letter_queue_name
 
 __all__ = ["DeadLetterQueue", "find_dead_letter_queue", "topic_matches"]
 
@@ -27,7 +27,9 @@ def find_dead_letter_queue(queue: str, topology: Topology | None = None) -> Dead
     """The DLQ of work queue ``queue``: ``Q.dlq``, or with the mapping form of
     ``dead_letter`` the one queue bound to that exchange for the dead letters' routing key.
 
-    Without a topology, ``Q.dlq`` is assumed.
+    A stream consumer's dead letters (DESIGN.md §9) are named by ``<stream>.<consumer
+    name>``: its DLQ is ``<stream>.<consumer name>.dlq``. Without a topology, ``Q.dlq`` is
+    assumed.
 
     Raises:
         ConfigError: when the topology does not declare ``queue``, gives it no dead letters,
@@ -36,6 +38,8 @@ def find_dead_letter_queue(queue: str, topology: Topology | None = None) -> Dead
     if topology is None:
         return DeadLetterQueue(dead_letter_queue_name(queue), queue)
     declared = topology.queues.get(queue)
+    if declared is None and _stream_consumer(queue, topology):
+        return DeadLetterQueue(dead_letter_queue_name(queue), queue)
     if declared is None:
         raise ConfigError(
             f"queue {queue!r} is not in the topology files "
@@ -63,6 +67,14 @@ def find_dead_letter_queue(queue: str, topology: Topology | None = None) -> Dead
             f"{key!r}: expected one queue bound to receive them, found {found}"
         )
     return DeadLetterQueue(receivers[0], queue, shared=True)
+
+
+def _stream_consumer(name: str, topology: Topology) -> bool:
+    """Whether ``name`` is ``<stream>.<consumer name>`` for a stream queue of ``topology``."""
+    return any(
+        q.type is QueueType.STREAM and name.startswith(f"{s}.") and len(name) > len(s) + 1
+        for s, q in topology.queues.items()
+    )
 
 
 def _routes(kind: ExchangeType | None, binding_key: str, routing_key: str) -> bool:

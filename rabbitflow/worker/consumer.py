@@ -28,7 +28,7 @@ from rabbitflow.amqp.transport import CONNECTION_LOST, GONE_OR_SILENT
 from rabbitflow.topology.fingerprint import consumer_tag
 from rabbitflow.worker.acks import Acker
 from rabbitflow.worker.breaker import BreakerState, CircuitBreaker
-from rabbitflow.worker.handler import HandlerSpec
+from rabbitflow.worker.handler import HandlerSpec, start_argument
 from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver
 from rabbitflow.worker.idempotency.middleware import IdempotencyMiddleware
 from rabbitflow.worker.message import Message
@@ -48,6 +48,7 @@ from rabbitflow.worker.pipeline import (
     SettledObserver,
 )
 from rabbitflow.worker.settle import COPY_FAILURE_PAUSE, Route, Settler
+from rabbitflow.worker.stream import STREAM_OFFSET, StreamCursor, offset_of
 
 __all__ = ["COPY_FAILURE_PAUSE", "QueueConsumer", "Route", "channel_close_reason"]
 
@@ -117,6 +118,13 @@ class QueueConsumer:
         self._batch: list[Delivery] = []
         """A batch handler's deliveries not handed over yet."""
         self._batch_timer: asyncio.TimerHandle | None = None
+        self._turn: asyncio.Lock | None = asyncio.Lock() if route.stream is not None else None
+        """A stream handler: one event at a time, in stream order (the lock is FIFO)."""
+        self._cursor: StreamCursor | None = None
+        """A stream handler: the current channel's settled offsets and stored position."""
+        self._connection: AbstractConnection | None = None
+        self._stream_start: Any = None
+        """The ``x-stream-offset`` argument of the next basic.consume."""
         self._arrivals: list[Any] | None = None
         """At-most-once: [channel, last tag, sent future] of the acks being grouped."""
         self._idle = asyncio.Event()
@@ -163,6 +171,8 @@ class QueueConsumer:
             nack=self._nack,
             log=self._log,
             ack_first=self._ack_first,
+            declare_queue=self._declare_dead_letters,
+            settle_offset=self._offset_settled,
         )
         return Pipeline(
             self.spec,
@@ -198,6 +208,7 @@ class QueueConsumer:
     async def start(self, connection: AbstractConnection) -> None:
         """Open a channel, set its prefetch and start consuming."""
         self._stopping = False
+        self._connection = connection
         self._channel = await connection.channel(publisher_confirms=False)
         self._channel.close_callbacks.add(self._channel_closed)
         raw = await self._channel.get_underlay_channel()
@@ -205,6 +216,8 @@ class QueueConsumer:
         raw.on_consumer_cancel_callbacks.add(self._broker_cancelled)
         self._raw = raw
         self._acker = Acker(raw, self._late_ack, immediate=self.prefetch == 1)
+        if self.route.stream is not None:
+            await self._attach(raw)
         self.active = True
         if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
             self._pause()
@@ -218,8 +231,13 @@ class QueueConsumer:
         # The tag names rabbitflow and the queue definition: `rabbitflow migrate` reads
         # it from the broker's consumer list to find workers of an old definition.
         tag = consumer_tag(self.route.definition, uuid.uuid4().hex[:12])
+        arguments = None if self._cursor is None else {STREAM_OFFSET: self._stream_start}
         ok = await self._raw.basic_consume(
-            self.route.queue, self._on_delivery, no_ack=False, consumer_tag=tag
+            self.route.queue,
+            self._on_delivery,
+            no_ack=False,
+            consumer_tag=tag,
+            arguments=arguments,
         )
         self._tag = ok.consumer_tag
         self.paused = False
@@ -304,6 +322,12 @@ class QueueConsumer:
             with contextlib.suppress(*GONE_OR_SILENT):
                 await asyncio.wait_for(raw.basic_cancel(self._tag), timeout=5)
         self._flush_batch()  # a partial batch is handed over, not held
+        await self._wait_for_tasks(timeout)
+        if self._cursor is not None:
+            await self._cursor.close()  # the last settled position stored and acked
+        await self.close()
+
+    async def _wait_for_tasks(self, timeout: float) -> None:
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
@@ -315,7 +339,6 @@ class QueueConsumer:
                     timeout_s=timeout,
                 )
                 await asyncio.wait(pending, timeout=5)
-        await self.close()
 
     async def close(self) -> None:
         """Close the channel without waiting for handlers (the connection is gone)."""
@@ -335,6 +358,9 @@ class QueueConsumer:
         channel = raw.channel
         if self._slots is not None:
             await self._at_most_once(raw, channel, tag, self._slots)
+            return
+        if self._turn is not None:
+            await self._stream_event(raw, channel, tag, self._turn)
             return
         acker = self._acker
         if acker is not None and acker.channel is channel:
@@ -401,6 +427,85 @@ class QueueConsumer:
             if task is not None:
                 self._tasks.pop(task, None)
 
+    # -- stream handlers (DESIGN.md §9) ---------------------------------------------
+
+    async def _attach(self, raw: aiormq.abc.AbstractChannel) -> None:
+        """Where this channel's consumer attaches: right after the last settled event
+        (this process's, else the store's), else the handler's ``offset=``."""
+        stream = self.route.stream
+        assert stream is not None
+        position = None if self._cursor is None else self._cursor.position
+        if position is None and stream.offsets is not None:
+            position = await stream.offsets.load(stream.consumer_name, stream.stream)
+        self._stream_start = start_argument(stream.offset) if position is None else position + 1
+        self._cursor = StreamCursor(raw, stream, position, log=self._log)
+        self._log.info(
+            "stream consumer attaching",
+            consumer_name=stream.consumer_name,
+            position=position,
+            start=str(self._stream_start),
+        )
+
+    async def _stream_event(
+        self, raw: DeliveredMessage, channel: Any, tag: int, turn: asyncio.Lock
+    ) -> None:
+        """A stream event: its offset is marked started at once (deliveries arrive in
+        stream order), then it waits for its turn; one runs at a time. An event not run
+        (stopping, or its channel gone) never settles, so no stored position passes it."""
+        cursor = self._cursor
+        offset = offset_of(raw.header.properties.headers)
+        if cursor is None or cursor.channel is not channel or self._stopping:
+            return
+        if offset is None:
+            self._log.error("a stream delivery without x-stream-offset; not run", tag=tag)
+            return
+        if not cursor.begin(offset, tag):
+            return
+        async with turn:
+            if channel.is_closed or self._stopping or cursor is not self._cursor:
+                return
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks[task] = time.monotonic()
+            self.in_flight += 1
+            try:
+                await self.pipeline.run(
+                    Delivery(raw, self._message(raw, tag, offset), channel, tag)
+                )
+            except Exception as exc:
+                # A bug: the event does not settle, so the position holds here and a
+                # restart runs it again; never skipped.
+                self._log.error(
+                    "stream event failed to settle; the position holds before it",
+                    offset=offset,
+                    error=describe(exc),
+                    exc_info=exc,
+                )
+            finally:
+                self.in_flight -= 1
+                if task is not None:
+                    self._tasks.pop(task, None)
+
+    def _offset_settled(self, d: Delivery) -> None:
+        cursor = self._cursor
+        offset = d.message.stream_offset
+        if cursor is not None and cursor.channel is d.channel and offset is not None:
+            cursor.settle(offset)
+
+    async def _declare_dead_letters(self, name: str) -> None:
+        """Declare a stream consumer's DLQ (a durable quorum queue) on a channel of its
+        own: a queue of that name with other arguments closes only that channel."""
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError("not connected")
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(*GONE_OR_SILENT):
+                    await channel.close()
+
     async def _at_most_once(
         self, raw: DeliveredMessage, channel: Any, tag: int, slots: asyncio.Semaphore
     ) -> None:
@@ -453,7 +558,9 @@ class QueueConsumer:
             with contextlib.suppress(Exception):
                 self._settled("nack", exc)
 
-    def _message(self, raw: DeliveredMessage, tag: int) -> Message:
+    def _message(
+        self, raw: DeliveredMessage, tag: int, stream_offset: int | None = None
+    ) -> Message:
         props = raw.header.properties
         delivery = cast(Basic.Deliver, raw.delivery)
         return Message(
@@ -471,6 +578,7 @@ class QueueConsumer:
             delivery_tag=tag,
             priority=props.priority,
             consumed=self.route.queue,
+            stream_offset=stream_offset,
         )
 
     async def _ack(self, channel: Any, tag: int) -> None:

@@ -7,14 +7,19 @@ import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ValidationError
 
 from rabbitflow.codec import Decoder, make_decoder
 from rabbitflow.errors import HandlerError
+from rabbitflow.topology.schema import RetryPolicy
 from rabbitflow.units import parse_duration
 from rabbitflow.worker.message import Message
 
 if TYPE_CHECKING:
+    from rabbitflow.streams.offsets import OffsetStore
     from rabbitflow.worker.breaker import CircuitBreaker
     from rabbitflow.worker.idempotency import IdempotencyStore
 
@@ -57,6 +62,131 @@ class BatchFailure(Exception):
         super().__init__(f"{len(self.failures)} message(s) of the batch failed")
 
 
+StreamOffset = str | int | datetime | timedelta
+"""``handler(offset=...)`` on a stream (DESIGN.md §9): ``"first"``, ``"last"``,
+``"next"``, an int offset, a `datetime`, or a duration (``"1h"``, a `timedelta`: the
+events of that last stretch of time)."""
+
+_NAMED_OFFSETS = ("first", "last", "next")
+
+Retry = RetryPolicy
+"""``handler(retry=Retry(max_retries=5, delay="200ms"))`` on a stream (DESIGN.md §9): the
+topology's `RetryPolicy`, under the name the contract gives it."""
+
+DEFAULT_STREAM_RETRY = RetryPolicy()
+"""A stream handler's retries without ``retry=``: 3, from 1 s, exponential."""
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """A stream handler's options (DESIGN.md §9): where to start without a stored
+    position, the name positions and the dead-letter queue go by, the offset store, and
+    the in-worker retry schedule (a stream cannot requeue or dead-letter)."""
+
+    offset: StreamOffset = "next"
+    consumer_name: str | None = None
+    """Names the stored position and the DLQ ``<stream>.<consumer_name>.dlq``; the
+    handler's function name when not given."""
+    offsets: OffsetStore | None = None
+    """Where positions are stored; None: only in memory, for reconnects."""
+    retry: RetryPolicy = DEFAULT_STREAM_RETRY
+
+
+def start_argument(offset: StreamOffset, now: datetime | None = None) -> str | int | datetime:
+    """The ``x-stream-offset`` consumer argument for ``offset``: a duration becomes the
+    moment that long before ``now``."""
+    if isinstance(offset, timedelta):
+        return (now or datetime.now(UTC)) - offset
+    if isinstance(offset, str) and offset not in _NAMED_OFFSETS:
+        return (now or datetime.now(UTC)) - timedelta(milliseconds=parse_duration(offset))
+    if isinstance(offset, datetime) and offset.tzinfo is None:
+        return offset.replace(tzinfo=UTC)
+    return offset
+
+
+def stream_options(
+    func: HandlerFunc,
+    *,
+    offset: StreamOffset | None,
+    consumer_name: str | None,
+    offsets: OffsetStore | None,
+    retry: RetryPolicy | Mapping[str, Any] | None,
+) -> StreamOptions | None:
+    """Check a handler's stream options; None when none was given.
+
+    Raises:
+        HandlerError: naming the bad value and what it takes.
+    """
+    if offset is None and consumer_name is None and offsets is None and retry is None:
+        return None
+    where = f"handler {_name(func)}"
+    if offset is None:
+        offset = "next"
+    _check_offset(where, offset)
+    if consumer_name is not None and (
+        not isinstance(consumer_name, str) or not consumer_name.strip() or len(consumer_name) > 200
+    ):
+        raise HandlerError(
+            f"{where}: consumer_name must be a non-empty name, not {consumer_name!r}"
+        )
+    if offsets is not None and not all(
+        callable(getattr(offsets, m, None)) for m in ("load", "store", "positions", "close")
+    ):
+        raise HandlerError(
+            f"{where}: offsets must be an offset store (MemoryOffsets, SQLiteOffsets, "
+            f"RedisOffsets), not {offsets!r}"
+        )
+    if retry is None:
+        policy = DEFAULT_STREAM_RETRY
+    elif isinstance(retry, RetryPolicy):
+        policy = retry
+    elif isinstance(retry, Mapping):
+        try:
+            policy = RetryPolicy.model_validate(dict(retry))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise HandlerError(f"{where}: invalid retry {dict(retry)!r}: {problems}") from None
+    else:
+        raise HandlerError(
+            f"{where}: retry must be a RetryPolicy or a mapping such as "
+            f"{{'max_retries': 3, 'delay': '1s'}}, not {retry!r}"
+        )
+    name = consumer_name.strip() if consumer_name is not None else None
+    return StreamOptions(offset, name, offsets, policy)
+
+
+def _check_offset(where: str, offset: object) -> None:
+    hint = (
+        "use 'first', 'last', 'next', an int offset, a datetime, or a duration such as "
+        "'1h' or a timedelta"
+    )
+    if isinstance(offset, bool):
+        raise HandlerError(f"{where}: invalid offset {offset!r}: {hint}")
+    if isinstance(offset, int):
+        if offset < 0:
+            raise HandlerError(f"{where}: invalid offset {offset}: offsets start at 0")
+        return
+    if isinstance(offset, datetime):
+        return
+    if isinstance(offset, timedelta):
+        if offset.total_seconds() <= 0:
+            raise HandlerError(f"{where}: invalid offset {offset!r}: a duration must be positive")
+        return
+    if isinstance(offset, str):
+        if offset in _NAMED_OFFSETS:
+            return
+        bare = offset.strip().isdigit()
+        try:
+            ms = parse_duration(offset)
+        except ValueError:
+            ms = 0
+        if not bare and ms > 0:
+            return
+    raise HandlerError(f"{where}: invalid offset {offset!r}: {hint}")
+
+
 @dataclass(frozen=True)
 class HandlerOptions:
     """The options of ``handler(...)`` beyond queue, prefetch and timeout (DESIGN.md §2, §7)."""
@@ -75,6 +205,8 @@ class HandlerOptions:
     """``at_most_once``: acked on arrival, before the run; a failure is ``dropped``."""
     batch: Batch | None = None
     """A batch handler: ``list[T]`` bodies (DESIGN.md §8)."""
+    stream: StreamOptions | None = None
+    """A stream handler's options (DESIGN.md §9); None: the defaults on a stream queue."""
     filters: dict[type[BaseException], bool] = field(default_factory=dict, compare=False)
     """Class → retry?, the two tuples merged (built once; read by `outcome.retryable`)."""
 
@@ -158,6 +290,17 @@ def inspect_handler(
                 f"handler {_name(func)}: batch= does not combine with idempotency= or "
                 "delivery='at_most_once'"
             )
+    if options.stream is not None and (
+        batch is not None
+        or options.idempotency is not None
+        or options.circuit_breaker is not None
+        or options.delivery != "at_least_once"
+    ):
+        raise HandlerError(
+            f"handler {_name(func)}: a stream handler (offset=, consumer_name=, offsets=, "
+            "retry=) does not combine with batch=, idempotency=, circuit_breaker= or "
+            "delivery='at_most_once'"
+        )
     if not isinstance(options.delivery, str) or options.delivery not in DELIVERY_MODES:
         raise HandlerError(
             f"handler {_name(func)}: delivery must be 'at_least_once' or 'at_most_once', "

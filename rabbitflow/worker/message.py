@@ -24,7 +24,8 @@ class Message:
     not an int in 1..1,000,000 counts as 1, and the original-exchange and -routing-key
     headers are believed only on a delivery that came back from the queue's own delay
     queues (or a ``dlq replay``); ``consumed`` is the physical queue delivered from (a
-    partition), when it differs from ``queue``.
+    partition), when it differs from ``queue``. ``stream_offset`` is the event's offset on
+    a stream queue (DESIGN.md §9), None elsewhere.
     """
 
     __slots__ = (
@@ -41,6 +42,7 @@ class Message:
         "redelivered",
         "reply_to",
         "routing_key",
+        "stream_offset",
         "timestamp",
     )
 
@@ -61,6 +63,7 @@ class Message:
         delivery_tag: int = 0,
         priority: int | None = None,
         consumed: str | None = None,
+        stream_offset: int | None = None,
     ) -> None:
         self.body = body
         self.headers = headers
@@ -73,6 +76,8 @@ class Message:
         self.redelivered = redelivered
         self.delivery_tag = delivery_tag
         self.priority = priority
+        self.stream_offset = stream_offset
+        """The event's offset on a stream queue (``x-stream-offset``); None elsewhere."""
         self.exchange, self.routing_key, self.attempt = exchange, routing_key, 1
         if headers:
             self.attempt = read_attempt(headers)

@@ -25,9 +25,10 @@ import structlog
 
 from rabbitflow.compression import inflate
 from rabbitflow.errors import HandlerTimeout
+from rabbitflow.headers import CONSUMER_NAME, REPLAYED_AT, read_text
 from rabbitflow.worker.handler import BatchFailure, HandlerSpec
 from rabbitflow.worker.message import Message
-from rabbitflow.worker.outcome import Outcome, decide
+from rabbitflow.worker.outcome import Action, Outcome, decide, describe
 
 if TYPE_CHECKING:
     from rabbitflow.worker.hooks import DeliveryTracer
@@ -153,7 +154,11 @@ class Pipeline:
         self.at_most_once = spec.options.delivery == "at_most_once"
         """Acked on arrival, failures dropped (DESIGN.md §8)."""
         self._body: Callable[[Delivery], Awaitable[None]] = (
-            self._run_at_most_once if self.at_most_once else self._run
+            self._run_at_most_once
+            if self.at_most_once
+            else self._run_stream
+            if route.stream is not None
+            else self._run
         )
         self.run: Callable[[Delivery], Awaitable[None]] = (
             self._body if tracer is None else self._traced
@@ -241,6 +246,73 @@ class Pipeline:
             self._notify_now(d, outcome)
         if self.on_settled:
             await self._notify_user(message, outcome)
+
+    # -- stream handlers (DESIGN.md §9) ---------------------------------------------
+
+    async def _run_stream(self, d: Delivery) -> None:
+        """A stream event: a stream cannot requeue or dead-letter, so a failure is
+        retried here after the handler's ``retry=`` delay, then copied to the consumer's
+        DLQ; either way its offset then settles. Cancelled (shutdown), it does not
+        settle: the stored position stays below it and a restart runs it again."""
+        message = d.message
+        stream = self.route.stream
+        assert stream is not None
+        if not _for_consumer(message, stream.consumer_name):
+            self.settler.stream_ack(d)  # a dlq replay addressed to another consumer
+            return
+        while True:
+            try:
+                if self.chain is None:
+                    await self._handle(d)
+                else:
+                    _current.set(d)
+                    await self.chain(message)
+            except asyncio.CancelledError as exc:
+                d.error = exc
+                outcome = Outcome("requeue", message.attempt, seconds=self._seconds(d))
+                self._notify_now(d, outcome)
+                if self.on_settled:
+                    await asyncio.shield(self._notify_user(message, outcome))
+                raise
+            except Exception as exc:
+                d.error = exc
+                decision = decide(
+                    exc,
+                    attempt=message.attempt,
+                    retry=stream.retry,
+                    dead_letters=True,
+                    filters=self._filters,
+                )
+                if decision.action is not Action.RETRY:
+                    outcome = await self.settler.stream_dead_letter(d, exc)
+                    break
+                assert decision.delay_ms is not None
+                d.delay_ms = decision.delay_ms
+                retry = Outcome(
+                    "retry",
+                    message.attempt,
+                    delay=decision.delay_ms / 1000,
+                    error=describe(exc),
+                    seconds=self._seconds(d),
+                    exception=exc,
+                )
+                self._notify_now(d, retry)
+                if self.on_settled:
+                    await self._notify_user(message, retry)
+                await asyncio.sleep(decision.delay_ms / 1000)
+                message.attempt += 1
+                d.started, d.ran, d.error = time.perf_counter(), False, None
+            else:
+                outcome = self.settler.stream_ack(d)
+                break
+        if self.observers:
+            self._notify_now(d, outcome)
+        if self.on_settled:
+            await self._notify_user(message, outcome)
+
+    @staticmethod
+    def _seconds(d: Delivery) -> float:
+        return time.perf_counter() - d.started
 
     # -- batch handlers (DESIGN.md §8) ----------------------------------------------
 
@@ -400,6 +472,16 @@ class Pipeline:
             raise HandlerTimeout(
                 f"handler exceeded its {spec.timeout:g}s timeout (sync handler left running)"
             ) from None
+
+
+def _for_consumer(message: Message, consumer_name: str) -> bool:
+    """False for an event a ``dlq replay`` appended to the stream for another consumer
+    (the one whose handler failed on it): every other consumer has handled it already."""
+    headers = message.headers
+    if not headers or REPLAYED_AT not in headers:
+        return True
+    target = read_text(headers, CONSUMER_NAME)
+    return target is None or target == consumer_name
 
 
 def _compose(middlewares: tuple[Middleware, ...], core: CallNext) -> CallNext:

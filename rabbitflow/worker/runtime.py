@@ -19,15 +19,16 @@ from rabbitflow.amqp.management import management_client
 from rabbitflow.amqp.migrate import MigrationError, migrations_in_progress
 from rabbitflow.amqp.policies import apply_policies
 from rabbitflow.amqp.publish import Publisher
-from rabbitflow.errors import BrokerUnavailable, RabbitflowError
+from rabbitflow.errors import BrokerUnavailable, HandlerError, RabbitflowError
 from rabbitflow.settings import Settings
 from rabbitflow.topology.expand import Declarations, dead_letter_route, expand, physical_queues
 from rabbitflow.topology.fingerprint import fingerprint
-from rabbitflow.topology.schema import Topology
+from rabbitflow.topology.schema import QueueType, Topology
 from rabbitflow.worker.consumer import COPY_FAILURE_PAUSE, QueueConsumer, Route
-from rabbitflow.worker.handler import HandlerSpec
+from rabbitflow.worker.handler import HandlerSpec, StreamOptions
 from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver
 from rabbitflow.worker.pipeline import DeliveryObserver, Middleware, SettledObserver
+from rabbitflow.worker.stream import DEFAULT_STREAM_PREFETCH, StreamRoute, dead_letter_queue_name
 from rabbitflow.worker.watchdog import LoopWatchdog
 
 log = structlog.get_logger("rabbitflow.worker")
@@ -38,24 +39,78 @@ _OUTCOMES = ("ack", "retry", "dead_letter", "nack", "requeue")
 """The outcomes the stop line always names, 0 included."""
 
 
-def routes_for(topology: Topology, queue: str) -> list[Route]:
+def routes_for(topology: Topology, queue: str, spec: HandlerSpec | None = None) -> list[Route]:
     """The physical queues a handler of ``queue`` consumes (the queue, or each of its
-    partitions), with their failure routes."""
+    partitions), with their failure routes (for a stream, its position and DLQ).
+
+    Raises:
+        HandlerError: stream options on a handler of a queue that is not a stream.
+    """
     declared = topology.queues[queue]
     dead_letter = dead_letter_route(queue, declared)
     definitions = {
         q.name: fingerprint(q.durable, q.arguments)
         for q in expand(Topology(queues={queue: declared})).queues
     }
+    stream = None if spec is None else stream_route(topology, spec)
     return [
-        Route(physical, queue, declared.retry, dead_letter, definitions.get(physical, "unknown"))
+        Route(
+            physical,
+            queue,
+            declared.retry,
+            dead_letter,
+            definitions.get(physical, "unknown"),
+            stream,
+        )
         for physical in physical_queues(topology, queue)
     ]
+
+
+def stream_route(topology: Topology, spec: HandlerSpec) -> StreamRoute | None:
+    """A stream handler's route (DESIGN.md §9); None off streams.
+
+    Raises:
+        HandlerError: stream options (``offset=`` …) on a queue that is not a stream.
+    """
+    declared = topology.queues[spec.queue]
+    options = spec.options.stream
+    if declared.type is not QueueType.STREAM:
+        if options is not None:
+            raise HandlerError(
+                f"handler {spec.name}: offset=, consumer_name=, offsets= and retry= are for "
+                f"stream queues; {spec.queue!r} is a {declared.type.value} queue (its "
+                "retries are set in the topology)"
+            )
+        return None
+    if spec.options.batch is not None or spec.options.delivery != "at_least_once":
+        raise HandlerError(
+            f"handler {spec.name}: {spec.queue!r} is a stream; batch= and "
+            "delivery='at_most_once' are not for stream handlers"
+        )
+    if spec.options.idempotency is not None or spec.options.circuit_breaker is not None:
+        raise HandlerError(
+            f"handler {spec.name}: {spec.queue!r} is a stream; idempotency= and "
+            "circuit_breaker= are not for stream handlers (a stored position already "
+            "keeps a restart from re-running settled events)"
+        )
+    if options is None:
+        options = StreamOptions()
+    name = options.consumer_name or getattr(spec.func, "__name__", None) or spec.name
+    return StreamRoute(
+        spec.queue,
+        name,
+        dead_letter_queue_name(spec.queue, name),
+        options.retry,
+        options.offset,
+        options.offsets,
+    )
 
 
 def default_prefetch(topology: Topology, spec: HandlerSpec, fallback: int) -> int:
     """The handler's prefetch; 1 for ordered queues (partitions or single active
     consumer), where running two deliveries at once would reorder them."""
+    if spec.prefetch is None and topology.queues[spec.queue].type is QueueType.STREAM:
+        return DEFAULT_STREAM_PREFETCH
     if spec.prefetch is not None:
         queue = topology.queues[spec.queue]
         if spec.prefetch > 1 and (queue.partitions or queue.single_active_consumer):
@@ -128,7 +183,7 @@ class Worker:
                 on_settled=on_settled,
             )
             for spec in specs
-            for route in routes_for(topology, spec.queue)
+            for route in routes_for(topology, spec.queue, spec)
         ]
         self.watchdog = LoopWatchdog(
             {s.func.__code__: s.name for s in specs if s.is_async and hasattr(s.func, "__code__")}

@@ -20,7 +20,7 @@ from pamqp.commands import Basic
 
 from rabbitflow.codec import encode
 from rabbitflow.errors import PublishError, Unroutable
-from rabbitflow.headers import ERROR, ERROR_TYPE
+from rabbitflow.headers import CONSUMER_NAME, ERROR, ERROR_TYPE, STREAM_OFFSET
 from rabbitflow.topology.schema import RetryPolicy, retry_queue_name
 from rabbitflow.worker.hooks import message_fields
 from rabbitflow.worker.message import Message
@@ -29,6 +29,7 @@ from rabbitflow.worker.outcome import Action, Decision, Outcome, describe, failu
 if TYPE_CHECKING:
     from rabbitflow.amqp.publish import Publisher
     from rabbitflow.worker.pipeline import Delivery
+    from rabbitflow.worker.stream import StreamRoute
 
 COPY_FAILURE_PAUSE = 1.0
 """Seconds a delivery waits before it is requeued because its retry or dead-letter copy
@@ -54,6 +55,8 @@ class Route:
     """(exchange, routing key) for dead letters, or None to nack without requeue."""
     definition: str = "unknown"
     """The fingerprint of the queue's declared definition, put in the consumer tag."""
+    stream: StreamRoute | None = None
+    """On a stream queue: the position, in-worker retries and the consumer's DLQ."""
 
 
 class Settler:
@@ -68,6 +71,8 @@ class Settler:
         nack: Nack,
         log: Any,
         ack_first: Settle | None = None,
+        declare_queue: Callable[[str], Awaitable[None]] | None = None,
+        settle_offset: Callable[[Delivery], None] | None = None,
     ) -> None:
         self.route = route
         self.publisher = publisher
@@ -78,6 +83,11 @@ class Settler:
         """The consumer's uncoalesced ack, written at once (at-most-once)."""
         self._nack = nack
         self._log = log
+        self._declare_queue = declare_queue
+        """Declares a stream consumer's DLQ (on its first dead letter)."""
+        self._settle_offset = settle_offset
+        """Tells the stream cursor an event settled (its position may move)."""
+        self._declared: set[str] = set()
 
     async def ack(self, d: Delivery, result: Any, *, reply: bool) -> Outcome:
         """The handler succeeded (or the message was a duplicate): reply, then ack."""
@@ -162,6 +172,76 @@ class Settler:
             exception=error,
         )
 
+    # -- streams (DESIGN.md §9): nothing is requeued or dead-lettered by the broker ----
+
+    def stream_ack(self, d: Delivery) -> Outcome:
+        """A stream event was handled: its offset settles (stored and acked when the
+        position moves past it)."""
+        seconds = time.perf_counter() - d.started if d.ran else None
+        assert self._settle_offset is not None
+        self._settle_offset(d)
+        return Outcome("ack", d.message.attempt, seconds=seconds)
+
+    async def stream_dead_letter(self, d: Delivery, error: Exception) -> Outcome:
+        """A stream event failed for good: a copy with the error headers goes to the
+        consumer's DLQ, confirmed, before its offset settles. A copy that cannot be
+        published is tried again every `COPY_FAILURE_PAUSE` seconds (the position waits:
+        nothing is skipped) until it is, or the channel is gone (then the event comes
+        again after the restart)."""
+        assert self.route.stream is not None
+        assert self._settle_offset is not None
+        seconds = time.perf_counter() - d.started
+        dlq = self.route.stream.dead_letter_queue
+        copy = self._stream_copy(d, error)
+        while True:
+            try:
+                if dlq not in self._declared and self._declare_queue is not None:
+                    await self._declare_queue(dlq)
+                    self._declared.add(dlq)
+                await self.publisher.send("", dlq, d.raw.body, copy, mandatory=True)
+                break
+            except Exception as exc:
+                d.reason = describe(exc)
+                self._declared.discard(dlq)  # deleted meanwhile? declared again next time
+                self._log.warning(
+                    "stream dead letter not confirmed; trying again",
+                    dead_letter_queue=dlq,
+                    offset=d.message.stream_offset,
+                    reason=d.reason,
+                )
+                if d.channel.is_closed:
+                    return Outcome(
+                        "requeue", d.message.attempt, error=describe(error), exception=error
+                    )
+                await asyncio.sleep(COPY_FAILURE_PAUSE)
+        self._settle_offset(d)
+        return Outcome(
+            "dead_letter",
+            d.message.attempt,
+            destination=dlq,
+            error=describe(error),
+            seconds=seconds,
+            exception=error,
+        )
+
+    def _stream_copy(self, d: Delivery, error: Exception) -> Basic.Properties:
+        assert self.route.stream is not None
+        message = d.message
+        received = dict(d.raw.header.properties.headers or {})
+        received.pop("x-stream-offset", None)  # the broker's; a new one is set on replay
+        headers = failure_headers(
+            received,
+            queue=self.route.logical,
+            attempt=message.attempt,
+            error=error,
+            exchange=message.exchange,
+            routing_key=message.routing_key,
+            with_traceback=True,
+        )
+        headers[STREAM_OFFSET] = message.stream_offset
+        headers[CONSUMER_NAME] = self.route.stream.consumer_name
+        return _properties(d.raw.header.properties, headers)
+
     async def _copy_failed(
         self, d: Delivery, exc: Exception, text: str, seconds: float, error: Exception
     ) -> Outcome:
@@ -185,21 +265,7 @@ class Settler:
             routing_key=message.routing_key,
             with_traceback=not retrying,
         )
-        copy = Basic.Properties(
-            content_type=props.content_type,
-            content_encoding=props.content_encoding,
-            headers=headers,
-            delivery_mode=props.delivery_mode,
-            priority=props.priority,
-            correlation_id=props.correlation_id,
-            reply_to=props.reply_to,
-            expiration=props.expiration,
-            message_id=props.message_id,
-            timestamp=props.timestamp,
-            message_type=props.message_type,
-            app_id=props.app_id,
-            # user_id is dropped: the broker checks it against the publishing user.
-        )
+        copy = _properties(props, headers)
         if retrying:
             assert decision.delay_ms is not None
             exchange, key = "", retry_queue_name(self.route.queue, decision.delay_ms)
@@ -246,6 +312,25 @@ class Settler:
                 reply_to=message.reply_to,
                 reason=describe(exc),
             )
+
+
+def _properties(props: Any, headers: dict[str, Any]) -> Basic.Properties:
+    """A copy's properties: the original's with new headers."""
+    return Basic.Properties(
+        content_type=props.content_type,
+        content_encoding=props.content_encoding,
+        headers=headers,
+        delivery_mode=props.delivery_mode,
+        priority=props.priority,
+        correlation_id=props.correlation_id,
+        reply_to=props.reply_to,
+        expiration=props.expiration,
+        message_id=props.message_id,
+        timestamp=props.timestamp,
+        message_type=props.message_type,
+        app_id=props.app_id,
+        # user_id is dropped: the broker checks it against the publishing user.
+    )
 
 
 __all__ = ["COPY_FAILURE_PAUSE", "Route", "Settler"]

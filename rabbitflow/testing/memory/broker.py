@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pamqp.commands import Basic
 
+from rabbitflow.testing.memory import streams
 from rabbitflow.testing.memory.deadletter import death_headers, is_cycle
 from rabbitflow.testing.memory.model import (
     BUILT_IN,
@@ -126,14 +127,20 @@ class MemoryBroker:
 
     def expire_all(self) -> None:
         for queue in list(self.queues.values()):
-            self._expire(queue)
+            if queue.is_stream:
+                streams.retain(queue, self.now)
+            else:
+                self._expire(queue)
 
     @property
     def idle(self) -> bool:
         """No delivery running or waiting for an ack, and nothing a consumer could take."""
         if self.delivering or any(q.unacked for q in self.queues.values()):
             return False
-        return not any(q.ready and q.next_consumer() for q in self.queues.values())
+        return not any(
+            (q.ready and q.next_consumer()) or (q.is_stream and streams.waiting(q))
+            for q in self.queues.values()
+        )
 
     # -- topology ------------------------------------------------------------------
 
@@ -347,6 +354,11 @@ class MemoryBroker:
         properties: Basic.Properties,
     ) -> bool:
         """Add a message to a queue under its limits; False when overflow refused it."""
+        if queue.is_stream:
+            message = Stored(next(self._seq), body, properties, exchange, routing_key)
+            streams.append(queue, message, self.now)
+            self.dispatch(queue)
+            return True
         ttl = _ttl_ms(queue.arg("x-message-ttl"), properties.expiration)
         message = Stored(
             next(self._seq),
@@ -420,6 +432,10 @@ class MemoryBroker:
 
     def dispatch(self, queue: Queue) -> None:
         """Hand ready messages to consumers with room, then expire what is due."""
+        if queue.is_stream:
+            for reader, event in streams.deliverable(queue):
+                reader.channel.deliver(reader, queue, event)
+            return
         while queue.ready:
             head = queue.ready[0]
             if head.expires_at is not None and head.expires_at < self.now:
@@ -439,7 +455,9 @@ class MemoryBroker:
     def delivered_properties(self, queue: Queue, message: Stored) -> Basic.Properties:
         """The properties a consumer sees: a quorum queue adds ``x-delivery-count`` (the
         times the message was returned so far) to each delivery, not to the stored message,
-        so dead letters do not carry it."""
+        so dead letters do not carry it. A stream's consumer sees the ``x-stream-offset``."""
+        if queue.is_stream:
+            return streams.delivered_properties(message)
         if queue.arg("x-queue-type") != "quorum":
             return message.properties
         headers = {**(message.properties.headers or {}), "x-delivery-count": message.returns}
@@ -453,6 +471,9 @@ class MemoryBroker:
         """
         queue = self.queues.get(queue_name)
         if queue is None:
+            return
+        if queue.is_stream:
+            self.dispatch(queue)  # a stream keeps every event: nothing goes back
             return
         quorum = queue.arg("x-queue-type") == "quorum"
         limit = queue.arg("x-delivery-limit")
@@ -469,12 +490,15 @@ class MemoryBroker:
     # -- inspection ----------------------------------------------------------------
 
     def messages(self, queue: str) -> list[Stored]:
-        """The ready messages of a queue, in order (not consumed)."""
-        return list(self.queue(queue).ready)
+        """The ready messages of a queue, in order (not consumed); a stream's events."""
+        q = self.queue(queue)
+        return list(q.log if q.is_stream else q.ready)
 
     def depth(self, queue: str) -> int:
         """Ready plus unacknowledged messages of a queue."""
         q = self.queue(queue)
+        if q.is_stream:
+            return len(q.log)
         return len(q.ready) + q.unacked
 
 

@@ -23,6 +23,7 @@ from pamqp.header import ContentHeader
 from rabbitflow.testing.memory.broker import MemoryBroker
 from rabbitflow.testing.memory.model import BrokerError, Consumer, Stored, copy_properties
 from rabbitflow.testing.memory.model import Queue as MemoryQueue
+from rabbitflow.testing.memory.streams import STREAM_OFFSET, start_cursor
 
 if TYPE_CHECKING:
     from rabbitflow.testing.memory.connection import MemoryConnection
@@ -159,7 +160,7 @@ class RawChannel:
                 )
         except BrokerError as exc:
             raise self._fail(exc) from None
-        return Queue.DeclareOk(q.name, len(q.ready), len(q.consumers))
+        return Queue.DeclareOk(q.name, q.message_count, len(q.consumers))
 
     async def queue_bind(
         self,
@@ -356,8 +357,25 @@ class RawChannel:
                     f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{queue}'",
                 )
             )
+        cursor = None
+        if q.is_stream:
+            if no_ack or not self.prefetch:
+                raise self._fail(
+                    BrokerError(
+                        406,
+                        "PRECONDITION_FAILED - consumer prefetch count is not set for "
+                        f"'queue '{queue}' in vhost '{self.broker.name}''"
+                        if not no_ack
+                        else "PRECONDITION_FAILED - consumer with no ack on a stream",
+                    )
+                )
+            try:
+                cursor = start_cursor(q, (arguments or {}).get(STREAM_OFFSET))
+            except BrokerError as exc:
+                raise self._fail(exc) from None
         tag = consumer_tag or f"ctag{self.number}.{uuid.uuid4().hex}"
         consumer = Consumer(tag, queue, self, consumer_callback, no_ack, self.prefetch)
+        consumer.cursor = cursor
         self.consumers[tag] = consumer
         q.consumers.append(consumer)
         self.broker.dispatch(q)

@@ -52,6 +52,11 @@ class Stored:
     redelivered: bool = False
     returns: int = 0
     """Times given back to a quorum queue (its ``x-delivery-count``)."""
+    offset: int | None = None
+    """On a stream queue: the message's offset."""
+    written_at: float = 0.0
+    """On a stream queue: when it was appended (virtual clock), for retention and
+    timestamp offsets."""
 
     @property
     def size(self) -> int:
@@ -122,6 +127,8 @@ class Consumer:
     prefetch: int
     """0 for no limit."""
     unacked: int = 0
+    cursor: int | None = None
+    """On a stream queue: the next offset to deliver."""
 
     @property
     def has_room(self) -> bool:
@@ -141,9 +148,24 @@ class Queue:
     consumers: list[Consumer] = field(default_factory=list)
     unacked: int = 0
     _next: int = 0
+    log: list[Stored] = field(default_factory=list)
+    """A stream queue's events, oldest first (reading removes none)."""
+    first_offset: int = 0
+    """A stream's first offset still kept (retention drops the oldest)."""
+    next_offset: int = 0
+    """The offset the next event appended to a stream gets."""
 
     def arg(self, name: str) -> Any:
         return self.arguments.get(name)
+
+    @property
+    def is_stream(self) -> bool:
+        return bool(self.arg("x-queue-type") == "stream")
+
+    @property
+    def message_count(self) -> int:
+        """What a declare reports: ready messages, or the events a stream holds."""
+        return len(self.log) if self.is_stream else len(self.ready)
 
     @property
     def ready_bytes(self) -> int:

@@ -24,7 +24,7 @@ def test_demo_validates_declares_twice_and_draws(amqp_url: str, tmp_path: Path) 
         ["bash", str(ROOT / "scripts" / "demo.sh")],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         env=env,
         check=False,
     )
@@ -36,3 +36,8 @@ def test_demo_validates_declares_twice_and_draws(amqp_url: str, tmp_path: Path) 
     assert "created queue" in first
     assert "created" not in second.split("== graph")[0]
     assert "flowchart LR" in out
+    # Event sourcing: rebuilt from the first event, resumed after a restart, replayed.
+    assert "attached at the first event (stored position: None)" in out
+    assert "attached at offset 6 (stored position: 5)" in out
+    assert "the projection now: A-1001 delivered, A-1002 cancelled, A-1003 shipped" in out
+    assert "9 confirmed, 0 returned, 0 nacked" in out

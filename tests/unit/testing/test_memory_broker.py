@@ -130,3 +130,66 @@ async def test_connect_returns_the_registered_broker_for_memory_urls() -> None:
         unregister(broker)
     with pytest.raises(ConfigError, match=r"memory://"):
         await connect("http://example.invalid/")
+
+
+async def _stream_reader(ch: Any, spec: Any = "first") -> list[int]:
+    got: list[int] = []
+
+    async def take(message: Any) -> None:
+        got.append(message.header.properties.headers["x-stream-offset"])
+        await ch.basic_ack(message.delivery.delivery_tag)
+
+    await ch.basic_qos(prefetch_count=2)
+    await ch.basic_consume("log", take, arguments={"x-stream-offset": spec})
+    await _settle()
+    return got
+
+
+async def test_a_stream_drops_events_past_max_age_on_the_virtual_clock() -> None:
+    broker = MemoryBroker("t", start=0.0)
+    ch = await _raw(broker)
+    await ch.queue_declare(
+        "log", durable=True, arguments={"x-queue-type": "stream", "x-max-age": "60s"}
+    )
+    await ch.basic_publish(b"old", routing_key="log")
+    broker.advance(30)
+    await ch.basic_publish(b"new", routing_key="log")
+    broker.advance(31)
+    assert [m.body for m in broker.messages("log")] == [b"new"]
+    assert await _stream_reader(ch) == [1]  # offsets are kept: the first one left is 1
+
+
+async def test_a_stream_keeps_under_max_length_bytes_dropping_the_oldest() -> None:
+    broker = MemoryBroker("t", start=0.0)
+    ch = await _raw(broker)
+    await ch.queue_declare(
+        "log", durable=True, arguments={"x-queue-type": "stream", "x-max-length-bytes": 10}
+    )
+    for body in (b"aaaa", b"bbbb", b"cccc"):
+        await ch.basic_publish(body, routing_key="log")
+    assert [m.body for m in broker.messages("log")] == [b"bbbb", b"cccc"]
+    assert await _stream_reader(ch, 0) == [1, 2]  # an offset before the first: the first
+
+
+async def test_a_stream_consumer_is_bounded_by_its_prefetch_and_acks_only_give_credit() -> None:
+    broker = MemoryBroker("t", start=0.0)
+    ch = await _raw(broker)
+    await ch.queue_declare("log", durable=True, arguments={"x-queue-type": "stream"})
+    for i in range(5):
+        await ch.basic_publish(str(i).encode(), routing_key="log")
+    held: list[Any] = []
+
+    async def hold(message: Any) -> None:
+        held.append(message)
+
+    await ch.basic_qos(prefetch_count=2)
+    await ch.basic_consume("log", hold, arguments={"x-stream-offset": "first"})
+    await _settle()
+    assert len(held) == 2
+    await ch.basic_ack(held[1].delivery.delivery_tag, multiple=True)
+    await _settle()
+    assert len(held) == 4
+    await ch.basic_nack(held[3].delivery.delivery_tag, multiple=True, requeue=True)
+    await _settle()
+    assert [m.body for m in held] == [b"0", b"1", b"2", b"3", b"4"]  # nothing came back
+    assert broker.depth("log") == 5

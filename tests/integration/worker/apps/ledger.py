@@ -4,7 +4,9 @@ Environment: LEDGER (file to append to), TOPOLOGY (file), HANDLER_SLEEP (seconds
 HANDLER_PREFETCH, HANDLER_SYNC=1 for a plain def handler, QUEUE (default ``jobs``),
 IDEMPOTENCY (``sqlite:PATH`` or a ``redis://`` URL) for an idempotent handler,
 HANDLER_DELIVERY (``at_most_once``) for the delivery mode, HANDLER_BATCH (max_size) for
-a batch handler (max_wait 100 ms).
+a batch handler (max_wait 100 ms), STREAM_OFFSETS (``sqlite:PATH``) for a stream
+handler (``offset="first"``, consumer name ``ledger``) whose ledger's key column is the
+event's offset.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import time
 from typing import Any
 
-from rabbitflow import App, Batch, Message, RedisStore, SQLiteStore
+from rabbitflow import App, Batch, Message, RedisStore, SQLiteOffsets, SQLiteStore
 
 app = App(os.environ["TOPOLOGY"])
 LEDGER = os.environ["LEDGER"]
@@ -42,7 +44,18 @@ def record(body: dict[str, object], message: Message, what: str) -> None:
         f.write(line)
 
 
-if os.environ.get("HANDLER_BATCH"):
+if os.environ.get("STREAM_OFFSETS"):
+    OFFSETS = SQLiteOffsets(os.environ["STREAM_OFFSETS"].removeprefix("sqlite:"))
+
+    @app.handler(QUEUE, prefetch=PREFETCH, offset="first", consumer_name="ledger", offsets=OFFSETS)
+    async def handle_stream(body: dict[str, object], message: Message) -> None:
+        body = {**body, "key": message.stream_offset}
+        record(body, message, "start")
+        if SLEEP:
+            await asyncio.sleep(SLEEP)
+        record(body, message, "done")
+
+elif os.environ.get("HANDLER_BATCH"):
 
     @app.handler(QUEUE, prefetch=PREFETCH, batch=Batch(int(os.environ["HANDLER_BATCH"]), 0.1))
     async def handle_batch(bodies: list[dict[str, object]], messages: list[Message]) -> None:
