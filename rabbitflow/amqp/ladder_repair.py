@@ -54,11 +54,11 @@ async def broken_ladder_queues(
     """The ladder queues among ``names`` that hold nothing and answer no ``basic.get``.
 
     Probes run concurrently, on a connection of their own to ``connection``'s URL; a
-    queue that answers once is healthy. Empty when ``connection`` has no URL (the
-    in-memory broker).
+    queue that answers once is healthy. Empty when ``connection`` is not to RabbitMQ
+    (the in-memory broker has no Ra to lose a queue's member).
     """
     url = getattr(connection, "url", None)
-    if url is None or not names:
+    if getattr(url, "scheme", None) not in ("amqp", "amqps") or not names:
         return []
     suspects = list(names)
     for _ in range(attempts):
