@@ -4,7 +4,9 @@ A publish opens a PRODUCER span and writes its context into the message headers 
 ``traceparent`` (through the globally configured propagator); each delivery runs inside a
 CONSUMER span whose parent is that context, and which links to it. Retry and dead-letter
 copies keep the original headers, so every attempt of a message lands in the trace of
-the publish that created it.
+the publish that created it. A batch handler's run is one CONSUMER span of its own, linked
+to the publish of each of its messages (``messaging.batch.message_count``), with the
+outcomes of its messages counted on it.
 
 Without opentelemetry installed, `load` returns None and nothing of OpenTelemetry is
 imported: this module imports it only inside `load`.
@@ -12,8 +14,10 @@ imported: this module imports it only inside `load`.
 
 from __future__ import annotations
 
+import collections
+import contextvars
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +25,11 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
     from rabbitflow.worker.message import Message
+
+_batch_outcomes: contextvars.ContextVar[collections.Counter[str]] = contextvars.ContextVar(
+    "rabbitflow_batch_outcomes"
+)
+"""The outcomes of the batch whose span is current (`Tracing.settled` counts into it)."""
 
 TRACER_NAME = "rabbitflow"
 RECHECK_SECONDS = 1.0
@@ -101,6 +110,13 @@ class Tracing:
             return nullcontext()
         return self._delivery(message)
 
+    def batch(self, messages: Sequence[Message]) -> AbstractContextManager[object]:
+        """A CONSUMER span around one run of a batch handler, linked to the context each
+        message's headers carry; the messages' outcomes are counted on it."""
+        if not self.active() or not messages:
+            return nullcontext()
+        return self._batch(messages)
+
     @contextmanager
     def _publishing(
         self, exchange: str, routing_key: str, headers: dict[str, Any]
@@ -145,14 +161,58 @@ class Tracing:
         ) as span:
             yield span
 
+    @contextmanager
+    def _batch(self, messages: Sequence[Message]) -> Iterator[object]:
+        links = []
+        for message in messages:
+            context = self._propagate.extract(message.headers, getter=self._getter)  # type: ignore[arg-type]  # structural Getter
+            remote = self._trace.get_current_span(context).get_span_context()
+            if remote.is_valid:
+                links.append(self._trace.Link(remote))
+        queue = messages[0].queue
+        attributes: dict[str, Any] = {
+            "messaging.system": SYSTEM,
+            "messaging.operation.type": "process",
+            "messaging.destination.name": queue,
+            "messaging.batch.message_count": len(messages),
+        }
+        outcomes: collections.Counter[str] = collections.Counter()
+        token = _batch_outcomes.set(outcomes)
+        try:
+            # No parent: the messages come from as many traces as there are publishes
+            # (OpenTelemetry's messaging conventions link a batch to each instead).
+            with self._tracer.start_as_current_span(
+                f"process {queue}",
+                kind=self._trace.SpanKind.CONSUMER,
+                links=links,
+                attributes=attributes,
+            ) as span:
+                try:
+                    yield span
+                finally:
+                    if outcomes:
+                        kinds = sorted(outcomes)
+                        span.set_attribute(
+                            "rabbitflow.outcome", kinds[0] if len(kinds) == 1 else "mixed"
+                        )
+                        for kind in kinds:
+                            span.set_attribute(f"rabbitflow.outcomes.{kind}", outcomes[kind])
+        finally:
+            _batch_outcomes.reset(token)
+
     def settled(self, outcome: str, error: BaseException | None) -> None:
-        """Record the outcome (and a failure) on the current delivery's span."""
+        """Record the outcome (and a failure) on the current delivery's span; in a
+        batch's span, count it (and record each failure)."""
         if not self.active():
             return
         span = self._trace.get_current_span()
         if not span.is_recording():
             return
-        span.set_attribute("rabbitflow.outcome", outcome)
+        counts = _batch_outcomes.get(None)
+        if counts is not None:
+            counts[outcome] += 1
+        else:
+            span.set_attribute("rabbitflow.outcome", outcome)
         if error is not None:
             span.record_exception(error)
             span.set_status(

@@ -17,12 +17,15 @@ from enum import StrEnum
 from typing import Any
 
 import aiormq
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from rabbitflow.amqp.transport import CONNECTION_LOST
 from rabbitflow.errors import DeclareConflict, DeclareFailed
 from rabbitflow.settings import vhost_of
-from rabbitflow.topology.expand import BindingDecl, Declarations, ExchangeDecl, QueueDecl
+from rabbitflow.topology.expand import BindingDecl, Declarations, ExchangeDecl, QueueDecl, Role
+
+log = structlog.get_logger("rabbitflow.declare")
 
 _Call = Callable[[aiormq.abc.AbstractChannel], Awaitable[None]]
 """One declare call on a channel: passive or real."""
@@ -44,6 +47,9 @@ class Status(StrEnum):
     """An exclusive or auto-delete queue: a worker declares it on its own connection."""
     CONFLICT = "conflict"
     """The broker has the object with different arguments; see `DeclareResult.conflict`."""
+    REPAIRED = "repaired"
+    """A delay-ladder queue that had come back from a broker crash without a leader was
+    deleted and declared again (`rabbitflow.amqp.ladder_repair`)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,8 @@ async def declare(
                 results.append(DeclareResult("queue", queue.name, Status.SKIPPED))
             else:
                 results.append(await declarer.queue(queue))
+        # Before the bindings: deleting a queue drops its bindings, which follow below.
+        await _repair_ladder(connection, declarer, decls, results)
         for binding in decls.bindings:
             if binding.destination_type == "queue" and binding.destination in skipped:
                 results.append(DeclareResult("binding", binding_label(binding), Status.SKIPPED))
@@ -101,6 +109,32 @@ async def declare(
         return results
     finally:
         await declarer.close()
+
+
+async def _repair_ladder(
+    connection: AbstractConnection,
+    declarer: _Declarer,
+    decls: Declarations,
+    results: list[DeclareResult],
+) -> None:
+    """Delete and declare again the delay-ladder queues that were there but answer
+    nothing (`rabbitflow.amqp.ladder_repair`); their results become `Status.REPAIRED`."""
+    from rabbitflow.amqp.ladder_repair import broken_ladder_queues, delete_queue
+
+    existing = {r.name for r in results if r.kind == "queue" and r.status is Status.EXISTS}
+    ladder = {q.name: q for q in decls.queues if q.role is Role.DELAY and q.name in existing}
+    if not ladder:
+        return
+    for name in await broken_ladder_queues(connection, sorted(ladder)):
+        log.warning(
+            "delay ladder queue came back from a broker crash without a leader; "
+            "deleting and declaring it again",
+            queue=name,
+        )
+        await delete_queue(connection, name)
+        await declarer.queue(ladder[name])
+        at = next(i for i, r in enumerate(results) if r.kind == "queue" and r.name == name)
+        results[at] = DeclareResult("queue", name, Status.REPAIRED)
 
 
 def conflicts(results: list[DeclareResult]) -> list[DeclareConflict]:

@@ -2,7 +2,8 @@
 it, from passive declares over AMQP (ready messages and consumers only).
 
 Retry delay queues and DLQs are not shown as rows of their own: their depths appear on the
-row of the work queue they serve (``retrying``, ``dead_letters``).
+row of the work queue they serve (``retrying``, ``dead_letters``). The delay ladder's
+queues have a section of their own (`rabbitflow.amqp.delay_status`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import aiormq
 from aio_pika.abc import AbstractConnection
 
+from rabbitflow.amqp.delay_status import is_ladder_queue
 from rabbitflow.amqp.management import JsonObject, ManagementApi
 from rabbitflow.errors import ConfigError
 from rabbitflow.streams.offsets import OffsetStore
@@ -74,8 +76,9 @@ def layout_from_topology(topology: Topology) -> Layout:
 
 
 def layout_from_names(names: Iterable[str]) -> Layout:
-    """Guess the layout of a vhost from queue names (``Q.retry.<d>``, ``Q.dlq``)."""
-    present = list(names)
+    """Guess the layout of a vhost from queue names (``Q.retry.<d>``, ``Q.dlq``). The
+    delay ladder's queues are left out (`rabbitflow.amqp.delay_status` shows them)."""
+    present = [n for n in names if not is_ladder_queue(n)]
     known = set(present)
     retry: dict[str, list[str]] = {}
     dlqs: dict[str, str] = {}

@@ -11,17 +11,27 @@ from typing import Any
 
 import click
 from aio_pika.abc import AbstractConnection
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
+from rabbitflow.amqp.delay_status import (
+    DelayLadder,
+    busy_levels,
+    hold_text,
+    ladder_from_amqp,
+    ladder_from_management,
+    summary,
+)
 from rabbitflow.amqp.management import management_client
 from rabbitflow.amqp.plan import Action, Plan, compare, live_declarations
 from rabbitflow.amqp.session import on_broker
 from rabbitflow.amqp.status import (
     QueueStatus,
     StreamStatus,
+    layout_from_topology,
+    rows_from_management,
     status_from_amqp,
-    status_from_management,
     stream_names,
     stream_status,
 )
@@ -48,7 +58,8 @@ from rabbitflow.render.definitions import (
 from rabbitflow.settings import Settings, vhost_of
 from rabbitflow.streams.offsets import OffsetStore, offsets_from
 from rabbitflow.topology import Topology, load_topology
-from rabbitflow.topology.expand import Declarations, expand
+from rabbitflow.topology.delay import level_name
+from rabbitflow.topology.expand import Declarations, delayed_exchanges, expand
 
 
 @click.command()
@@ -84,15 +95,17 @@ def status(
 
     With FILEs, the queues they declare; without, every queue of the vhost. Streams get
     a second table: events held, first and last offsets, and with --offsets the stored
-    consumer positions and their lag (not with --watch).
+    consumer positions and their lag (not with --watch). With `delayed: true` exchanges
+    (or, without FILEs, a ladder in the vhost), the delay ladder: messages waiting per
+    level.
     """
     settings = settings_from(url, log_format)
     topology = load_topology(list(files)) if files else None
     if not watch:
         offsets = offsets_from(offsets_spec) if offsets_spec else None
-        rows, note = run_async(_collect_status(settings, topology))
+        rows, note, ladder = run_async(_collect_status(settings, topology))
         streams = run_async(_collect_streams(settings, rows, topology, offsets))
-        _show_status(rows, note, as_json, streams)
+        _show_status(rows, note, as_json, streams, ladder)
         return
     try:
         run_async(_watch_status(settings, topology, as_json, interval))
@@ -103,17 +116,26 @@ def status(
 
 async def _collect_status(
     settings: Settings, topology: Topology | None
-) -> tuple[list[QueueStatus], str | None]:
+) -> tuple[list[QueueStatus], str | None, DelayLadder | None]:
+    """The rows, a note when the management API is not there, and the delay ladder (when
+    the topology has ``delayed: true`` exchanges or, without one, the vhost has it)."""
     vhost = vhost_of(settings.urls[0])
+    layout = layout_from_topology(topology) if topology is not None else None
+    expected = topology is not None and bool(delayed_exchanges(topology))
     try:
         async with management_client(settings) as api:
-            return await status_from_management(api, vhost, topology), None
+            queues = await api.queues(vhost)
+        ladder = ladder_from_management(queues, expected=expected)
+        return rows_from_management(queues, layout), None, ladder
     except ManagementUnavailable as exc:
         note = f"{exc}. Showing what AMQP tells (passive declares): no unacked counts and no rates"
-    rows = await on_broker(
-        settings, lambda c: status_from_amqp(c, topology), name="rabbitflow status"
-    )
-    return rows, note
+
+    async def work(connection: AbstractConnection) -> tuple[list[QueueStatus], DelayLadder | None]:
+        rows = await status_from_amqp(connection, topology)
+        return rows, (await ladder_from_amqp(connection) if expected else None)
+
+    rows, ladder = await on_broker(settings, work, name="rabbitflow status")
+    return rows, note, ladder
 
 
 async def _collect_streams(
@@ -174,13 +196,16 @@ async def _watch_status(
 ) -> None:
     if as_json:
         while True:
-            rows, note = await _collect_status(settings, topology)
-            _show_status(rows, note, True)
+            rows, note, ladder = await _collect_status(settings, topology)
+            _show_status(rows, note, True, ladder=ladder)
             await asyncio.sleep(interval)
     with Live(auto_refresh=False, console=table_console()) as live:
         while True:
-            rows, note = await _collect_status(settings, topology)
-            live.update(_status_table(rows, note), refresh=True)
+            rows, note, ladder = await _collect_status(settings, topology)
+            shown: Table | Group = _status_table(rows, note)
+            if ladder is not None:
+                shown = Group(shown, _ladder_table(ladder))
+            live.update(shown, refresh=True)
             await asyncio.sleep(interval)
 
 
@@ -189,6 +214,7 @@ def _show_status(
     note: str | None,
     as_json: bool,
     streams: Sequence[StreamStatus] = (),
+    ladder: DelayLadder | None = None,
 ) -> None:
     if note:
         click.echo(f"warning: {note}", err=True)
@@ -200,10 +226,28 @@ def _show_status(
             if row.queue in extra:
                 line["stream"] = extra[row.queue]
             click.echo(json.dumps(line))
+        if ladder is not None:
+            click.echo(json.dumps(ladder.as_json()))
         return
     table_console().print(_status_table(rows, None))
     if streams:
         table_console().print(_streams_table(streams))
+    if ladder is not None:
+        table_console().print(_ladder_table(ladder))
+
+
+def _ladder_table(ladder: DelayLadder) -> Table:
+    """The levels holding something (or missing), under a one-line summary."""
+    table = Table(title=summary(ladder), title_justify="left")
+    for header in ("level", "holds", "waiting", "dead-lettering"):
+        table.add_column(header, justify="left" if header == "level" else "right")
+    for level in busy_levels(ladder):
+        name, holds = level_name(level.level), hold_text(level.seconds)
+        if not level.exists:
+            table.add_row(name, holds, "[red]missing[/red]", "-")
+            continue
+        table.add_row(name, holds, _cell(level.waiting), _cell(level.dead_lettering))
+    return table
 
 
 def _status_table(rows: Sequence[QueueStatus], note: str | None) -> Table:

@@ -285,10 +285,21 @@ def inspect_handler(
                 f"handler {_name(func)}: prefetch {prefetch} is below the batch's max_size "
                 f"{batch.max_size}: a batch could never fill"
             )
-        if options.idempotency is not None or options.delivery != "at_least_once":
+        if options.idempotency is not None:
+            # The store's claim/complete/release cycle is per message and wraps one run;
+            # a batch run would need one claim per item, released or completed item by
+            # item after the run (BatchFailure). Not built yet.
             raise HandlerError(
-                f"handler {_name(func)}: batch= does not combine with idempotency= or "
-                "delivery='at_most_once'"
+                f"handler {_name(func)}: batch= does not combine with idempotency= (keys "
+                "are claimed per message around one run; per-item claims in a batch are "
+                "not built): skip processed items inside the handler, e.g. an upsert "
+                "keyed by message_id, or the store's claim() and complete() per message"
+            )
+        if options.delivery != "at_least_once":
+            raise HandlerError(
+                f"handler {_name(func)}: batch= does not combine with "
+                "delivery='at_most_once' (a batch is acked after its run, with one "
+                "multi-ack; use a plain at-most-once handler)"
             )
     if options.stream is not None and (
         batch is not None

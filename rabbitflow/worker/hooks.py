@@ -3,6 +3,7 @@ implements `DeliveryTracer`; the consumer knows neither."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -37,6 +38,9 @@ class DeliveryTracer(Protocol):
 
     def delivery(self, message: Message) -> AbstractContextManager[object]:
         """A context in which the delivery is processed (the handler's spans nest in it)."""
+
+    def batch(self, messages: Sequence[Message]) -> AbstractContextManager[object]:
+        """A context in which a batch handler's run and its settling happen."""
 
     def settled(self, outcome: str, error: BaseException | None) -> None:
         """Record the outcome on the current delivery's span."""

@@ -318,7 +318,15 @@ class Pipeline:
 
     async def run_batch(self, batch: Sequence[Delivery]) -> None:
         """Decode each delivery (one that fails is dead-lettered alone), run the handler
-        once with the lists (middlewares see the first message), settle each."""
+        once with the lists (middlewares see the first message), settle each; with
+        tracing, all of it inside one consumer span for the batch."""
+        if self.tracer is None:
+            await self._run_batch(batch)
+            return
+        with self.tracer.batch([d.message for d in batch]):
+            await self._run_batch(batch)
+
+    async def _run_batch(self, batch: Sequence[Delivery]) -> None:
         good: list[Delivery] = []
         for d in batch:
             try:

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import SpanKind
 
-from rabbitflow import App, Message
+from rabbitflow import App, Batch, BatchFailure, Message
 from rabbitflow.topology import load_text
 from tests.helpers import drain, wait_for
 
@@ -145,10 +145,63 @@ async def test_a_sync_handler_runs_in_the_consumer_span(
     assert work.parent.span_id == consumer.get_span_context().span_id
 
 
+async def test_a_batch_run_is_one_consumer_span_linked_to_each_publish(
+    spans: InMemorySpanExporter, amqp_url: str
+) -> None:
+    """Three messages in one batch, the second failing once: one span for the batch
+    (linked to the three publishes, the handler's spans inside it, outcomes counted),
+    then one for the retried message alone."""
+    app = App(load_text(TOPOLOGY), url=amqp_url)
+    inner = trace.get_tracer("test")
+    runs: list[list[int]] = []
+
+    @app.handler("work", batch=Batch(max_size=3, max_wait="5s"))
+    async def handle(bodies: list[dict[str, Any]], messages: list[Message]) -> None:
+        runs.append([b["n"] for b in bodies])
+        with inner.start_as_current_span("insert rows"):
+            if len(runs) == 1:
+                raise BatchFailure({1: RuntimeError("row refused")})
+
+    async with app:
+        for n in range(3):
+            await app.publish("orders", "order.placed", {"n": n})
+        await wait_for(lambda: len(runs) == 2, timeout=15, message="the batch and its retry")
+        await wait_for(
+            lambda: (
+                len([s for s in spans.get_finished_spans() if s.kind is SpanKind.CONSUMER]) == 2
+            ),
+            timeout=5,
+        )
+    assert runs == [[0, 1, 2], [1]]
+    finished = spans.get_finished_spans()
+    producers = [s for s in finished if s.kind is SpanKind.PRODUCER]
+    first, retried = [s for s in finished if s.kind is SpanKind.CONSUMER]
+    assert first.name == "process work"
+    attributes = dict(first.attributes or {})
+    assert attributes["messaging.batch.message_count"] == 3
+    assert attributes["rabbitflow.outcome"] == "mixed"
+    assert (attributes["rabbitflow.outcomes.ack"], attributes["rabbitflow.outcomes.retry"]) == (
+        2,
+        1,
+    )
+    assert first.parent is None  # its messages come from three traces
+    assert {link.context.span_id for link in first.links} == {
+        p.get_span_context().span_id for p in producers
+    }
+    assert [e.name for e in first.events] == ["exception"]  # the refused row
+    [insert, _] = [s for s in finished if s.name == "insert rows"]
+    assert insert.parent is not None
+    assert insert.parent.span_id == first.get_span_context().span_id
+    again = dict(retried.attributes or {})
+    assert (again["messaging.batch.message_count"], again["rabbitflow.outcome"]) == (1, "ack")
+    [link] = retried.links
+    assert link.context.span_id == producers[1].get_span_context().span_id
+
+
 NO_OTEL = textwrap.dedent("""
     import asyncio, json, sys
     sys.modules["opentelemetry"] = None  # as if rabbitflow[otel] were not installed
-    from rabbitflow import App, Message
+    from rabbitflow import App, Batch, BatchFailure, Message
     from rabbitflow.topology import load_text
 
     async def main(url):

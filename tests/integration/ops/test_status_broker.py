@@ -91,3 +91,73 @@ async def test_status_reports_a_missing_queue(cli: Callable[..., Result]) -> Non
     result = cli("status", str(DATA / "minimal.yaml"), "--json")
     assert result.code == 0, result.err
     assert json.loads(result.out.splitlines()[0])["exists"] is False
+
+
+DELAYED = """
+version: 1
+exchanges:
+  orders: {type: topic, delayed: true}
+queues:
+  due:
+    bind: [{exchange: orders, routing_key: "order.*"}]
+"""
+
+
+def ladder_of(result: Result) -> dict[str, Any]:
+    assert result.code == 0, result.err
+    lines = [json.loads(line) for line in result.out.splitlines()]
+    ladders = [line for line in lines if "delay_ladder" in line]
+    assert len(ladders) == 1, result.out
+    return ladders[0]
+
+
+async def test_status_shows_the_delay_ladder_and_what_waits_in_it(
+    cli: Callable[..., Result],
+    amqp_url: str,
+    declare: Callable[[Any], Awaitable[Any]],
+    tmp_path: Any,
+) -> None:
+    """Delays of 40 s (levels 05 and 03) and 1 h (levels 11, 10, 09 and 04): while they
+    wait, status counts them at the level holding them (05 and 11 first), with the
+    management API and without it."""
+    from rabbitflow import Producer
+    from rabbitflow.topology import load_text
+
+    topology_file = tmp_path / "delayed.yaml"
+    topology_file.write_text(DELAYED)
+    await declare(load_text(DELAYED))
+    async with Producer(amqp_url) as producer:
+        for _ in range(3):
+            await producer.publish("orders", "order.later", {"n": 1}, delay=40)
+        await producer.publish("orders", "order.later", {"n": 2}, delay=3600)
+    # The management API refreshes queue statistics every few seconds: wait for them.
+    for _ in range(40):
+        ladder = ladder_of(cli("status", str(topology_file), "--json"))
+        if ladder["waiting"] == 4:
+            break
+        await asyncio.sleep(0.25)
+    waiting = {level["level"]: level["waiting"] for level in ladder["levels"] if level["waiting"]}
+    assert waiting == {5: 3, 11: 1}, ladder
+    assert ladder["missing"] == []
+    assert len(ladder["levels"]) == 22
+    rows = [
+        json.loads(line) for line in cli("status", str(topology_file), "--json").out.splitlines()
+    ]
+    assert [r["queue"] for r in rows if "delay_ladder" not in r] == ["due"]
+
+    table = cli("status", str(topology_file), env={"COLUMNS": "200"})
+    assert table.code == 0, table.err
+    assert "delay ladder: 4 message(s) waiting in 2 of 22 levels" in table.out
+    assert "rabbitflow.delay.level.11" in table.out and "34m8s" in table.out
+    assert "rabbitflow.delay.level.06" not in table.out  # empty levels have no row
+
+    # Without topology files the ladder's 22 queues are not work-queue rows.
+    bare = cli("status", env={"COLUMNS": "200"})
+    assert bare.code == 0, bare.err
+    assert "delay ladder: 4 message(s)" in bare.out
+    assert "rabbitflow.delay.level.00" not in bare.out.split("delay ladder")[0]
+
+    env = {"RABBITFLOW_MANAGEMENT_URL": "http://127.0.0.1:1"}
+    over_amqp = ladder_of(cli("status", str(topology_file), "--json", env=env))
+    assert over_amqp["waiting"] == 4
+    assert over_amqp["dead_lettering"] == 0

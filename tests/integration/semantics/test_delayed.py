@@ -91,6 +91,29 @@ async def test_1_2_3_second_delays_arrive_on_time_with_key_and_headers(
     assert [m.routing_key for _, m in got] == ["order.d1", "order.d2", "order.d3"]
 
 
+@pytest.mark.slow
+async def test_declaring_again_probes_the_ladder_without_disturbing_it(
+    producer: Producer, amqp_url: str
+) -> None:
+    """A worker declares on every start: its probe of each existing level (a basic.get,
+    the head given straight back) delays nothing, loses nothing, repairs nothing."""
+    from rabbitflow.amqp.declare import Status
+
+    sent = time.time()
+    for n in range(5):
+        await producer.publish("orders", "order.probe", n, delay=3)
+    await producer.publish("orders", "order.probe", 99, delay="1h")
+    connection = await connect(amqp_url)
+    try:
+        results = await declare(connection, expand(load_text(TOPOLOGY)))
+    finally:
+        await connection.close()
+    assert [r.name for r in results if r.status is Status.REPAIRED] == []
+    got = await collect(amqp_url, "due", 5, timeout=8)
+    assert sorted(int(m.body) for _, m in got) == [0, 1, 2, 3, 4]  # once each, not the 1 h
+    assert all(3 <= arrived - sent <= 4.5 for arrived, _ in got), [t - sent for t, _ in got]
+
+
 async def test_a_short_delay_overtakes_a_long_one(producer: Producer, amqp_url: str) -> None:
     await producer.publish("orders", "order.late", "1h", delay="1h")
     await producer.publish("orders", "order.soon", "2s", delay=2)

@@ -86,3 +86,21 @@ def test_a_batch_body_must_be_a_list() -> None:
 def test_bad_batch_values_are_handler_errors(size: Any, wait: Any) -> None:
     with pytest.raises(HandlerError, match="Batch"):
         Batch(size, wait)
+
+
+def test_a_batch_with_idempotency_is_refused_saying_why_and_what_to_do() -> None:
+    from rabbitflow.worker.idempotency import MemoryStore
+
+    options = HandlerOptions(batch=Batch(10), idempotency=MemoryStore())
+    with pytest.raises(HandlerError) as info:
+        inspect_handler(_batch_handler, "q", options=options)
+    text = str(info.value)
+    assert "batch= does not combine with idempotency=" in text
+    assert "per-item claims in a batch are not built" in text
+    assert "upsert keyed by message_id" in text
+
+
+def test_an_at_most_once_batch_is_refused() -> None:
+    options = HandlerOptions(batch=Batch(10), delivery="at_most_once")
+    with pytest.raises(HandlerError, match="batch= does not combine with delivery='at_most_once'"):
+        inspect_handler(_batch_handler, "q", options=options)
