@@ -145,7 +145,8 @@ async def test_request_without_responder_times_out_on_time(producer: Producer) -
     began = time.monotonic()
     with pytest.raises(RequestTimeout, match="no reply from 'orders'"):
         await producer.request("orders", "order.quote", {"id": 1}, timeout=0.5)
-    assert 0.45 <= time.monotonic() - began < 1.5
+    # At the timeout, never before; the upper margin is for a loaded 2-core machine.
+    assert 0.45 <= time.monotonic() - began < 3
 
 
 async def test_scatter_gather_collects_from_three_responders(amqp_url: str) -> None:
@@ -247,7 +248,7 @@ async def test_memory_alarm_blocks_publishers_then_they_resume(amqp_url: str, ch
             began = time.monotonic()
             with pytest.raises(PublishTimeout, match=r"blocked|within"):
                 await app.publish("orders", "order.b", 2)
-            assert time.monotonic() - began < 3
+            assert time.monotonic() - began < 5  # publish_timeout 1 s; margin for load
         finally:
             _rabbitmqctl("set_vm_memory_high_watermark", "0.4")
         await wait_for(lambda: not _alarmed(), timeout=20, interval=0.5)

@@ -144,9 +144,11 @@ async def test_from_a_time_and_from_a_duration(
     await publish_events(amqp_url, 0, 10)
     await asyncio.sleep(2.5)  # stream timestamps are kept per chunk, compared in seconds
     moment = datetime.now(UTC).replace(microsecond=0)
-    await asyncio.sleep(2.0)
+    at_moment = time.monotonic()
+    # A wide gap: a duration is counted from when the command starts, seconds after this
+    # test computes it on a loaded machine.
+    await asyncio.sleep(8.0)
     await publish_events(amqp_url, 10, 10)
-    second_batch = time.monotonic()
 
     by_time = await rabbitflow(
         "replay", "orders.events", "--to", "backfill", "--from", moment.isoformat(),
@@ -155,8 +157,9 @@ async def test_from_a_time_and_from_a_duration(
     assert by_time.returncode == 0, by_time.stderr
     assert ns(await drain(channel, "backfill.all")) == list(range(10, 20))
 
-    # 2 s before the second batch when the command starts (give or take its start-up).
-    ago = math.ceil(time.monotonic() - second_batch) + 2
+    # Back to `moment` when the command starts; its start-up moves that later, into the gap
+    # (up to ~6 s of start-up still lands before the second batch).
+    ago = math.ceil(time.monotonic() - at_moment)
     by_duration = await rabbitflow(
         "replay", "orders.events", "--to", "backfill", "--from", f"{ago}s", "--url", amqp_url
     )

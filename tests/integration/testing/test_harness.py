@@ -72,7 +72,7 @@ async def test_wait_until_gives_up_with_wait_timeout(memory_url: str) -> None:
         started = time.monotonic()
         with pytest.raises(WaitTimeout):
             await h.wait_until(lambda: False, timeout=0.2)
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 5  # the 0.2 s timeout, not a hang
 
 
 async def test_a_lost_connection_redelivers_unacked_messages(

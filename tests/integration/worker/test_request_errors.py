@@ -79,7 +79,7 @@ async def test_a_failing_handler_raises_remote_error_in_the_caller_at_once(
         began = time.monotonic()
         with pytest.raises(RemoteError) as rejected:
             await producer.request("rpc", "pricing.quote", {"sku": "unknown"}, timeout=10)
-        assert time.monotonic() - began < 2  # not the 10 s timeout
+        assert time.monotonic() - began < 5  # not the 10 s timeout
         assert (rejected.value.type, rejected.value.message) == ("Reject", "unknown sku 'unknown'")
         assert str(rejected.value) == "Reject: unknown sku 'unknown'"
         with pytest.raises(RemoteError) as bug:
@@ -136,7 +136,7 @@ async def test_gather_keeps_error_replies_apart_from_answers(amqp_url: str) -> N
     async with app, Producer(amqp_url) as producer:
         began = time.monotonic()
         replies = await producer.gather("quotes", "", {"sku": "book"}, expected=3, timeout=10)
-        assert time.monotonic() - began < 2  # the error reply counts toward expected
+        assert time.monotonic() - began < 5  # the error reply counts: not the 10 s timeout
     assert sorted(replies) == ["a", "c"]
     assert [(e.type, e.message) for e in replies.errors] == [("ValueError", "b cannot quote")]
 

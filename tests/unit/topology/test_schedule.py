@@ -42,12 +42,12 @@ def test_distinct_delays_match_the_materialised_schedule(
 
 
 def test_a_huge_schedule_is_computed_at_once() -> None:
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: load does not inflate it
     p = policy(max_retries=1_000_000_000, backoff="linear", delay="1s", max_delay="10m")
     assert delay_queue_count(p) == 600
     assert len(distinct_delays(p)) == 101  # stops one past the limit
     assert longest_delay(p) == (1_000_000_000, 600_000)
-    assert time.perf_counter() - started < 1
+    assert time.process_time() - started < 1
 
 
 def test_exponential_delays_never_overflow() -> None:
@@ -67,12 +67,12 @@ def test_expand_declares_one_delay_queue_for_a_billion_fixed_retries() -> None:
         "version: 1\nqueues:\n  jobs:\n"
         "    retry: {max_retries: 1000000000, backoff: fixed, delay: 5s}\n"
     )
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: load does not inflate it
     topology = load_text(text)
     names = [q.name for q in expand(topology).queues]
     assert names == ["jobs", "jobs.retry.5s", "jobs.dlq"]
     assert retry_delays(topology.queues["jobs"]) == [5000]
-    assert time.perf_counter() - started < 2
+    assert time.process_time() - started < 2
 
 
 def test_graph_draws_a_long_capped_schedule_as_one_delay_queue() -> None:
