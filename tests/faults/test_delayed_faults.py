@@ -34,7 +34,10 @@ queues:
 @pytest.fixture(scope="module")
 def delay_node() -> Iterator[Node]:
     """A node of this module's own (index 7: ports 5687 / 25687), wiped first."""
-    n = Node(7)
+    # RabbitMQ retries an unconfirmed dead-letter move after
+    # dead_letter_worker_publisher_confirm_timeout (180 s by default); 10 s here keeps the
+    # kill -9 case (a repaired level, docs/delayed-delivery.md) from waiting minutes.
+    n = Node(7, advanced="[{rabbit, [{dead_letter_worker_publisher_confirm_timeout, 10000}]}].")
     n.stop()
     n.prepare()
     n.start()
@@ -119,7 +122,8 @@ async def test_confirmed_delayed_messages_survive_the_node(delay_node: Node, fau
     repaired = await _declare_again(url)
     # A level repaired after the restart is written to again only when the dead-letter
     # workers of the levels above retry: RabbitMQ's own timers (60 s for the enqueue
-    # that found no leader, then `dead_letter_worker_publisher_confirm_timeout`, 180 s).
+    # that found no leader, then `dead_letter_worker_publisher_confirm_timeout`, 10 s on
+    # this node, 180 s by default).
     got, duplicates = await _receive(url, len(delays), timeout=330 if repaired else 90)
     last = max(got.values(), default=restarted) - restarted
     print(
