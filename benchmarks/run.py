@@ -61,6 +61,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="asyncio",
         help="event loop of the workers (uvloop must be installed)",
     )
+    p.add_argument(
+        "--prefetches",
+        default="1,10,100,1000",
+        help="prefetch values of the consume case (default: 1,10,100,1000)",
+    )
     p.add_argument("--output", type=Path, default=RESULTS, help="the JSON results file")
     args = p.parse_args(argv)
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
@@ -211,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         args.count,
         args.memory_count,
         tuple(args.memory_impls.split(",")),
+        tuple(int(p) for p in args.prefetches.split(",")),
     )
     wanted = set(args.impls.split(",")) if args.impls else None
     unavailable: dict[str, str] = {}
