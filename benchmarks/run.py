@@ -181,6 +181,8 @@ def run_round(
 def _brief(result: dict[str, Any]) -> str:
     if "rate" in result:
         extra = f", p99 {result['p99']:.1f} ms" if "p99" in result else ""
+        if "cpu_us" in result:
+            extra += f", {result['cpu_us']:.0f} µs CPU/msg"
         return f"{result['rate']:,.0f} msg/s{extra}"
     return str(result.get("unavailable") or result.get("error"))
 

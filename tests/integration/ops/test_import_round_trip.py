@@ -71,7 +71,8 @@ async def second_vhost(api: httpx.AsyncClient) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module")
 def large_node() -> Iterator[Node]:
-    """A node of our own (AMQP 5688, management 15688) with 16,384 file descriptors (1,000 quorum queues hold ~3,000)."""
+    """A node of our own (AMQP 5688, management 15688) with 16,384 file descriptors
+    (1,000 quorum queues hold ~3,000)."""
     node = Node(8, plugins=("rabbitmq_management",), open_files=16384)
     node.stop()  # left over by an interrupted run
     node.prepare()
