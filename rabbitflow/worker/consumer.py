@@ -503,11 +503,12 @@ class QueueConsumer:
         self._arrivals = group
         hold = max(1, self.prefetch // 4)
         try:
-            seen = 0
             # The rest of this turn's deliveries join; then more, while they keep coming.
-            while seen != group[3] and group[3] < hold:
+            while True:
                 seen = group[3]
                 await asyncio.sleep(0)
+                if group[3] == seen or group[3] >= hold:
+                    break
         finally:
             if self._arrivals is group:
                 self._arrivals = None
