@@ -71,6 +71,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="asyncio",
         help="event loop of the workers (uvloop must be installed)",
     )
+    p.add_argument(
+        "--prefetches",
+        default="1,10,100,1000",
+        help="prefetch values of the consume case (default: 1,10,100,1000)",
+    )
     p.add_argument("--output", type=Path, default=RESULTS, help="the JSON results file")
     args = p.parse_args(argv)
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
@@ -202,6 +207,8 @@ def run_round(
 def _brief(result: dict[str, Any]) -> str:
     if "rate" in result:
         extra = f", p99 {result['p99']:.1f} ms" if "p99" in result else ""
+        if "cpu_us" in result:
+            extra += f", {result['cpu_us']:.0f} µs CPU/msg"
         return f"{result['rate']:,.0f} msg/s{extra}"
     return str(result.get("unavailable") or result.get("error"))
 
@@ -237,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         args.count,
         args.memory_count,
         tuple(args.memory_impls.split(",")),
+        tuple(int(p) for p in args.prefetches.split(",")),
     )
     wanted = set(args.impls.split(",")) if args.impls else None
     unavailable: dict[str, str] = {}

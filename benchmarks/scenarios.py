@@ -153,6 +153,7 @@ def build_cases(
     count: int | None = None,
     memory_count: int | None = None,
     memory_impls: tuple[str, ...] = MEMORY,
+    prefetches: tuple[int, ...] = (1, 10, 100, 1000),
 ) -> list[Case]:
     """The cases of a run, in order.
 
@@ -163,6 +164,7 @@ def build_cases(
         count: override every throughput message count (not memory, not latency).
         memory_count: override the memory backlog.
         memory_impls: the implementations of the memory case.
+        prefetches: the prefetch values of the consume case.
     """
     reps = repetitions or preset.repetitions
 
@@ -171,7 +173,7 @@ def build_cases(
 
     cases: list[Case] = []
     if "consume" in scenarios:
-        for prefetch in (1, 10, 100, 1000):
+        for prefetch in prefetches:
             c = preset.consume_prefetch_1 if prefetch == 1 else preset.consume
             cases.append(
                 Case(

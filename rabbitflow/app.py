@@ -97,6 +97,8 @@ class App:
             settings = settings.model_copy(update={"url": url})
         self.declare = declare
         self.topology: Topology | None = None
+        self._delayed_of: Topology | None = None
+        """The topology the publisher's delayed exchanges were taken from."""
         if topology is not None:
             self.use_topology(topology)
         self.handlers: dict[str, HandlerSpec] = {}
@@ -577,8 +579,12 @@ class App:
         Raises:
             PublishNacked, Unroutable, ExchangeNotFound, PublishTimeout, MessageTooLarge.
         """
-        if self.topology is not None:
-            self.producer.publisher.delayed = frozenset(delayed_exchanges(self.topology))
+        topology, publisher = self.topology, self.producer.publisher
+        if topology is not None and (topology is not self._delayed_of or publisher.delayed is None):
+            # Once per topology (and publisher), not per publish: the scan is linear in
+            # the topology's exchanges.
+            publisher.delayed = frozenset(delayed_exchanges(topology))
+            self._delayed_of = topology
         return await self.producer.publish(
             exchange,
             routing_key,

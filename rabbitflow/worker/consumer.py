@@ -126,7 +126,7 @@ class QueueConsumer:
         self._stream_start: Any = None
         """The ``x-stream-offset`` argument of the next basic.consume."""
         self._arrivals: list[Any] | None = None
-        """At-most-once: [channel, last tag, sent future] of the acks being grouped."""
+        """At-most-once: [channel, last tag, sent future, size] of the acks being grouped."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = log.bind(queue=route.queue, handler=spec.name)
@@ -215,7 +215,9 @@ class QueueConsumer:
         await raw.basic_qos(prefetch_count=self.prefetch)
         raw.on_consumer_cancel_callbacks.add(self._broker_cancelled)
         self._raw = raw
-        self._acker = Acker(raw, self._late_ack, immediate=self.prefetch == 1)
+        self._acker = Acker(
+            raw, self._late_ack, immediate=self.prefetch == 1, hold=min(self.prefetch // 4, 250)
+        )
         if self.route.stream is not None:
             await self._attach(raw)
         self.active = True
@@ -592,20 +594,29 @@ class QueueConsumer:
 
     async def _ack_first(self, channel: Any, tag: int) -> None:
         # At-most-once: the ack is handed to the connection before the handler runs. The
-        # deliveries that arrive in one event-loop turn share one basic.ack(multiple=True)
-        # written by the first of them (the leader) after that turn; the others wait for
-        # it. Every tag up to the last is acked on arrival (slots are granted in arrival
-        # order), so multiple=True never covers a delivery still waiting for a slot.
+        # deliveries that arrive while one is waiting share one basic.ack(multiple=True)
+        # written by the first of them (the leader); the others wait for it. The leader
+        # waits one loop turn, and more while each turn brings more deliveries (a
+        # backlog streaming in), up to a quarter of the prefetch: every ack frame is a
+        # socket write. Every tag up to the last is acked on arrival (slots are granted
+        # in arrival order), so multiple=True never covers a delivery still waiting.
         group = self._arrivals
         if group is not None and group[0] is channel:
             group[1] = tag
+            group[3] += 1
             await asyncio.shield(group[2])
             return
         sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        group = [channel, tag, sent]
+        group = [channel, tag, sent, 1]
         self._arrivals = group
+        hold = max(1, self.prefetch // 4)
         try:
-            await asyncio.sleep(0)  # the rest of this turn's deliveries join the group
+            # The rest of this turn's deliveries join; then more, while they keep coming.
+            while True:
+                seen = group[3]
+                await asyncio.sleep(0)
+                if group[3] == seen or group[3] >= hold:
+                    break
         finally:
             if self._arrivals is group:
                 self._arrivals = None

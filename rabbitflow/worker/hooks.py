@@ -36,6 +36,10 @@ class OutcomeObserver(Protocol):
 class DeliveryTracer(Protocol):
     """Runs each delivery inside a consumer span; `rabbitflow.tracing` implements it."""
 
+    def active(self) -> bool:
+        """Whether spans are recorded now (a tracer provider is set); while not, the
+        worker skips `delivery` altogether."""
+
     def delivery(self, message: Message) -> AbstractContextManager[object]:
         """A context in which the delivery is processed (the handler's spans nest in it)."""
 

@@ -161,9 +161,17 @@ class Pipeline:
             else self._run
         )
         self.run: Callable[[Delivery], Awaitable[None]] = (
-            self._body if tracer is None else self._traced
+            self._body if tracer is None else self._maybe_traced
         )
         """Process one delivery to its end (settled and observed)."""
+
+    def _maybe_traced(self, delivery: Delivery) -> Awaitable[None]:
+        # A plain function: while no tracer provider is set (tracing installed but not
+        # configured) a delivery costs no span and no wrapping coroutine.
+        assert self.tracer is not None
+        if self.tracer.active():
+            return self._traced(delivery)
+        return self._body(delivery)
 
     async def _traced(self, delivery: Delivery) -> None:
         assert self.tracer is not None

@@ -90,3 +90,43 @@ async def test_at_prefetch_1_a_lone_delivery_is_acked_by_its_caller_at_once() ->
     assert acker.ack(2) is False
     await settle()
     assert channel.acks == [(3, True)]
+
+
+async def test_with_hold_one_frame_waits_for_enough_finished_deliveries() -> None:
+    channel = Channel()
+    acker = Acker(channel, lambda exc: None, hold=4, max_hold=60)
+    for tag in range(1, 9):
+        acker.delivered(tag)
+    for tag in (1, 2, 3):
+        acker.ack(tag)
+    await settle()
+    assert channel.acks == []  # three finished: held
+    acker.ack(4)
+    acker.settled(5)  # a nack counts towards the hold, and is not acked
+    await settle()
+    assert channel.acks == [(4, True)]
+
+
+async def test_a_held_ack_is_sent_within_max_hold() -> None:
+    channel = Channel()
+    acker = Acker(channel, lambda exc: None, hold=100, max_hold=0.01)
+    acker.delivered(1)
+    acker.ack(1)
+    await settle()
+    assert channel.acks == []
+    await asyncio.sleep(0.05)  # the loop runs timers in order: max_hold's comes first
+    await settle()
+    assert channel.acks == [(1, True)]
+
+
+async def test_flush_sends_what_is_held_at_once() -> None:
+    channel = Channel()
+    acker = Acker(channel, lambda exc: None, hold=100, max_hold=60)
+    for tag in (1, 2, 3):
+        acker.delivered(tag)
+    acker.ack(1)
+    acker.ack(2)
+    await settle()
+    acker.flush()
+    await settle()
+    assert channel.acks == [(2, True)]  # 3 is still running: never covered
