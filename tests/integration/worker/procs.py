@@ -129,7 +129,7 @@ async def started_consuming(vhost: str, consumers: int = 1, queue: str = "jobs")
     async def ready() -> bool:
         return await consumer_count(vhost, queue) == consumers
 
-    await wait_for(ready, timeout=20, interval=0.1, message=f"{consumers} consumer(s)")
+    await wait_for(ready, timeout=60, interval=0.1, message=f"{consumers} consumer(s)")
 
 
 async def consumer_count(vhost: str, queue: str = "jobs") -> int:

@@ -96,13 +96,15 @@ async def test_two_processes_racing_process_each_message_once(
             for _ in range(2)
         )
     assert result.ok
-    await wait_for(lambda: len(w.done()) == 200, timeout=30, interval=0.1)
+    await wait_for(lambda: len(w.done()) == 200, timeout=90, interval=0.1)
     await asyncio.sleep(0.5)
     assert w.stop() == 0
     done = w.done()
     assert set(done) == {str(i) for i in range(200)}
     assert max(done.values()) == 1  # handled once each, though delivered twice
-    assert len({p[3] for p in w.lines()}) == 2  # both processes took part
+    # Both processes consume (started_consuming above); which one handles a key is the
+    # scheduler's choice: one may claim every key while the other only finds duplicates.
+    # test_idempotency_race.py makes the two contend by construction.
 
 
 PARTITIONED = """
@@ -135,7 +137,7 @@ async def test_partitions_keep_order_per_key_across_two_processes(
             window=1000,
         )
     assert result.ok
-    await wait_for(lambda: len(w.done()) == 10_000, timeout=120, interval=0.5)
+    await wait_for(lambda: len(w.done()) == 10_000, timeout=240, interval=0.5)
     assert w.stop() == 0
     per_key: dict[str, list[int]] = collections.defaultdict(list)
     for parts in w.lines():

@@ -146,7 +146,7 @@ async def test_two_processes_share_one_queue(worker: Any, amqp_url: str, vhost: 
     w.start("--processes", "2")
     await started_consuming(vhost, consumers=2)
     await publish_ids(amqp_url, range(300))
-    await wait_for(lambda: len(w.done()) == 300, timeout=30, interval=0.1)
+    await wait_for(lambda: len(w.done()) == 300, timeout=90, interval=0.1)
     pids = {p[3] for p in w.lines()}
     assert w.stop() == 0
     assert len(pids) == 2
@@ -161,7 +161,7 @@ async def test_supervisor_restarts_a_dead_child(worker: Any, amqp_url: str, vhos
     os.kill(pids[0], signal.SIGKILL)
     await wait_for(
         lambda: len(set(_child_pids(w.process.pid if w.process else 0)) - {pids[0]}) == 2,
-        timeout=20,
+        timeout=60,  # a new process imports everything again: seconds on a loaded machine
         interval=0.2,
         message="restart",
     )
