@@ -386,12 +386,12 @@ class MemoryBroker:
         """Whether one more message (of ``extra`` bytes) would go over the limits; with
         ``extra=0``, whether the queue is over them now."""
         limit = queue.arg("x-max-length")
+        if limit is not None and len(queue.ready) + (1 if extra else 0) > int(limit):
+            return True
         limit_bytes = queue.arg("x-max-length-bytes")
-        count = len(queue.ready) + (1 if extra else 0)
-        size = queue.ready_bytes + extra
-        over = limit is not None and count > int(limit)
-        over = over or (limit_bytes is not None and size > int(limit_bytes))
-        return over
+        # The byte count walks the queue: only for a queue that has the limit (on every
+        # publish it made a backlog of N messages cost N^2 / 2 size reads).
+        return limit_bytes is not None and queue.ready_bytes + extra > int(limit_bytes)
 
     # -- dead letters --------------------------------------------------------------
 
