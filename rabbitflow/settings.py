@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     tracing: bool = True
     """Propagate OpenTelemetry context (W3C ``traceparent``) when ``rabbitflow[otel]`` is
     installed; without it this setting changes nothing."""
+    gc_tuning: bool = True
+    """A worker freezes what exists once it has started and raises the collector's young
+    threshold (rabbitflow/worker/gc_tuning.py); off leaves the garbage collector alone."""
     tls_verify: bool = True
     """Verify the broker's certificate on ``amqps://`` URLs (give a private CA with
     ``?cafile=PATH`` in the URL). Turning it off logs a warning at every connect."""

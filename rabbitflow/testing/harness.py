@@ -333,8 +333,8 @@ async def run_app(
             await harness.wait_idle()
             assert harness.received("payments.charge") == [{"order_id": "1"}]
     """
-    if url is not None:
-        app.configure(url=url)
+    # A test process is not a worker: its garbage collector stays as the runner has it.
+    app.configure(gc_tuning=False, **({} if url is None else {"url": url}))
     url = app.settings.url
     broker = None
     if urlsplit(url).scheme == "memory":

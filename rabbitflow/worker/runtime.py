@@ -25,6 +25,7 @@ from rabbitflow.topology.expand import Declarations, dead_letter_route, expand, 
 from rabbitflow.topology.fingerprint import fingerprint
 from rabbitflow.topology.schema import QueueType, Topology
 from rabbitflow.worker.consumer import COPY_FAILURE_PAUSE, QueueConsumer, Route
+from rabbitflow.worker.gc_tuning import tune_for_worker
 from rabbitflow.worker.handler import HandlerSpec, StreamOptions
 from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver
 from rabbitflow.worker.pipeline import DeliveryObserver, Middleware, SettledObserver
@@ -225,6 +226,8 @@ class Worker:
         """
         await self._apply_policies()
         await self._open(before_consuming)
+        if self.settings.gc_tuning:
+            tune_for_worker()
         self.watchdog.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitflow-supervisor")
 
