@@ -10,16 +10,25 @@ Beyond aio-pika's `AbstractConnection`, rabbitflow asks a connection two things,
 narrow protocol `ConnectionState`: is it still usable, and did the broker block it
 (``connection.blocked``, a memory or disk alarm). Both transports answer them, so a
 broker alarm can be simulated in memory as well.
+
+And a channel may offer one thing more, `deliver_directly`: its deliveries handed to a
+plain function as they are read, instead of a task per delivery running the consumer's
+callback (aiormq's way). The at-most-once and batch consumers use it: they start their
+own tasks per group of deliveries, so a task per delivery was pure cost.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import aiormq
+import structlog
 from aio_pika.abc import AbstractConnection
+from aiormq.abc import DeliveredMessage
+
+log = structlog.get_logger("rabbitflow.amqp")
 
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
     aiormq.exceptions.AMQPError,
@@ -56,6 +65,48 @@ class ConnectionState(Protocol):
         """The broker blocked the connection (``connection.blocked``): writes are held."""
 
 
+Arrival = Callable[[DeliveredMessage], None]
+"""Takes one delivery as the channel reads it; must not block, and should not raise."""
+
+
+def deliver_directly(channel: Any, arrival: Arrival) -> bool:
+    """Hand every delivery of ``channel``'s consumers to ``arrival`` in the channel's
+    frame reader (in delivery order, no task per delivery). False when the channel
+    cannot: its consumers' callbacks then run as usual, in a task each.
+
+    A transport's channel offers it as a method ``deliver_directly(arrival)``; for
+    aiormq's channel it is done here, on that one instance, when the channel has the
+    parts of aiormq's reader this uses (aiormq 7's ``_on_deliver_frame``,
+    ``_read_content`` and the content-header read): otherwise False, never a guess.
+    """
+    own = getattr(channel, "deliver_directly", None)
+    if own is not None:
+        return bool(own(arrival))
+    if not isinstance(channel, aiormq.Channel):
+        return False
+    read_header = getattr(channel, "_Channel__get_content_header", None)
+    read_content = getattr(channel, "_read_content", None)
+    if read_header is None or read_content is None or "_on_deliver_frame" not in dir(channel):
+        return False
+    consumers = channel.consumers
+
+    async def on_deliver_frame(frame: Any) -> None:
+        # aiormq's own, but for the last step: the delivery goes to `arrival` now
+        # instead of to the consumer's callback in a task of its own. A delivery for a
+        # consumer cancelled meanwhile is dropped, as aiormq drops it (the broker
+        # requeues it with the channel).
+        header = await read_header()
+        message = await read_content(frame, header)
+        if frame.consumer_tag in consumers:
+            try:
+                arrival(message)
+            except Exception:  # an error here would close the channel
+                log.exception("delivery arrival failed", delivery_tag=frame.delivery_tag)
+
+    channel._on_deliver_frame = on_deliver_frame  # type: ignore[method-assign]
+    return True
+
+
 def register_scheme(scheme: str, opener: Opener) -> None:
     """Make ``connect`` open URLs of ``scheme`` with ``opener`` (replaces an earlier one)."""
     _openers[scheme] = opener
@@ -86,10 +137,12 @@ def registered_schemes() -> list[str]:
 
 __all__ = [
     "CONNECTION_LOST",
+    "Arrival",
     "ENTRY_POINT_GROUP",
     "GONE_OR_SILENT",
     "ConnectionState",
     "Opener",
+    "deliver_directly",
     "opener_for",
     "register_scheme",
     "registered_schemes",

@@ -24,7 +24,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from rabbitflow.amqp.publish import Publisher
-from rabbitflow.amqp.transport import CONNECTION_LOST, GONE_OR_SILENT
+from rabbitflow.amqp.transport import CONNECTION_LOST, GONE_OR_SILENT, deliver_directly
 from rabbitflow.topology.fingerprint import consumer_tag
 from rabbitflow.worker.acks import Acker
 from rabbitflow.worker.breaker import BreakerState, CircuitBreaker
@@ -110,11 +110,23 @@ class QueueConsumer:
         (`/healthz` then fails); None: never."""
         self.settled_counts: collections.Counter[str] = collections.Counter()
         """Deliveries settled since start, by outcome (logged when the worker stops)."""
-        self._slots: asyncio.Semaphore | None = (
-            asyncio.Semaphore(prefetch) if spec.options.delivery == "at_most_once" else None
-        )
-        """At-most-once: acked on arrival frees the broker's prefetch window at once, so
-        this bounds the runs instead (a delivery waits here, unacked, for a slot)."""
+        self._at_most_once = spec.options.delivery == "at_most_once"
+        self._waiting: collections.deque[DeliveredMessage] = collections.deque()
+        """At-most-once: deliveries not acked yet, waiting for one of ``prefetch`` runs
+        (an ack on arrival frees the broker's window at once, so the runs are bounded
+        here; a crash loses none of these)."""
+        self._running = 0
+        """At-most-once: deliveries acked and running."""
+        self._starting = False
+        """At-most-once: `_start_waiting` is scheduled for this loop turn."""
+        self._arrived = 0
+        """At-most-once: deliveries that arrived since `_start_waiting` last looked."""
+        self._hold = max(1, prefetch // 4)
+        """At-most-once: while arrivals keep coming, up to this many wait (a loop turn
+        each) to share one ack frame: every frame is a socket write."""
+        self._grouped = self._at_most_once or spec.options.batch is not None
+        """At-most-once and batch deliveries go to `_arrive` as they are read, and start
+        tasks per group of deliveries; the others run in a task each (aiormq's)."""
         self._batch: list[Delivery] = []
         """A batch handler's deliveries not handed over yet."""
         self._batch_timer: asyncio.TimerHandle | None = None
@@ -125,8 +137,6 @@ class QueueConsumer:
         self._connection: AbstractConnection | None = None
         self._stream_start: Any = None
         """The ``x-stream-offset`` argument of the next basic.consume."""
-        self._arrivals: list[Any] | None = None
-        """At-most-once: [channel, last tag, sent future, size] of the acks being grouped."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = log.bind(queue=route.queue, handler=spec.name)
@@ -170,7 +180,6 @@ class QueueConsumer:
             ack=self._ack,
             nack=self._nack,
             log=self._log,
-            ack_first=self._ack_first,
             declare_queue=self._declare_dead_letters,
             settle_offset=self._offset_settled,
         )
@@ -220,6 +229,9 @@ class QueueConsumer:
         )
         if self.route.stream is not None:
             await self._attach(raw)
+        self._forget_waiting()  # a lost channel's: the broker requeued them with it
+        if self._grouped and not deliver_directly(raw, self._arrive):
+            self._log.debug("channel cannot deliver directly: a task per delivery")
         self.active = True
         if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
             self._pause()
@@ -236,7 +248,7 @@ class QueueConsumer:
         arguments = None if self._cursor is None else {STREAM_OFFSET: self._stream_start}
         ok = await self._raw.basic_consume(
             self.route.queue,
-            self._on_delivery,
+            self._arrival if self._grouped else self._on_delivery,
             no_ack=False,
             consumer_tag=tag,
             arguments=arguments,
@@ -324,6 +336,7 @@ class QueueConsumer:
             with contextlib.suppress(*GONE_OR_SILENT):
                 await asyncio.wait_for(raw.basic_cancel(self._tag), timeout=5)
         self._flush_batch()  # a partial batch is handed over, not held
+        self._give_back_waiting()
         await self._wait_for_tasks(timeout)
         if self._cursor is not None:
             await self._cursor.close()  # the last settled position stored and acked
@@ -358,9 +371,6 @@ class QueueConsumer:
         # how many exist at once.
         tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
         channel = raw.channel
-        if self._slots is not None:
-            await self._at_most_once(raw, channel, tag, self._slots)
-            return
         if self._turn is not None:
             await self._stream_event(raw, channel, tag, self._turn)
             return
@@ -369,9 +379,6 @@ class QueueConsumer:
             acker.delivered(tag)
         if self._stopping:
             await self._nack(channel, tag, requeue=True)
-            return
-        if self.spec.options.batch is not None:
-            self._add_to_batch(Delivery(raw, self._message(raw, tag), channel, tag))
             return
         task = asyncio.current_task()
         if task is not None:
@@ -385,6 +392,147 @@ class QueueConsumer:
             self.in_flight -= 1
             if task is not None:
                 self._tasks.pop(task, None)
+
+    # -- at-most-once and batch: deliveries taken as they are read ------------------
+
+    def _arrive(self, raw: DeliveredMessage) -> None:
+        """An at-most-once or batch delivery, as the channel reads it (`deliver_directly`;
+        on a channel that cannot, from `_arrival`'s task)."""
+        tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
+        channel = raw.channel
+        if self._at_most_once:
+            if self._stopping:
+                self._later(self._give_back(channel, tag))
+                return
+            self._waiting.append(raw)
+            self._arrived += 1
+            self.in_flight += 1
+            if not self._starting:
+                self._starting = True
+                asyncio.get_running_loop().call_soon(self._start_waiting)
+            return
+        acker = self._acker
+        if acker is not None and acker.channel is channel:
+            acker.delivered(tag)
+        if self._stopping:
+            self._later(self._nack(channel, tag, requeue=True))
+            return
+        self._add_to_batch(Delivery(raw, self._message(raw, tag), channel, tag))
+
+    async def _arrival(self, raw: DeliveredMessage) -> None:
+        self._arrive(raw)
+
+    def _later(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks[task] = time.monotonic()
+        task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.pop(task, None)
+
+    # -- at-most-once (DESIGN.md §8) -------------------------------------------------
+
+    def _start_waiting(self) -> None:
+        """Once deliveries stop arriving for a loop turn (or `_hold` wait): as many as
+        there are free runs are acked with one ``basic.ack(multiple=True)`` and then run;
+        the rest wait, unacked. Runs start in delivery order, so the ack never covers a
+        delivery still waiting."""
+        self._starting = False
+        if self._stopping:
+            self._give_back_waiting()
+            return
+        waiting = self._waiting
+        free = self.prefetch - self._running
+        arrived, self._arrived = self._arrived, 0
+        if arrived and len(waiting) < min(self._hold, free):
+            # More are streaming in: one more loop turn, so they share the ack frame.
+            self._starting = True
+            asyncio.get_running_loop().call_soon(self._start_waiting)
+            return
+        group: list[DeliveredMessage] = []
+        while waiting and len(group) < free:
+            raw = waiting[0]
+            if raw.channel.is_closed:  # the broker requeued it with its channel
+                waiting.popleft()
+                self.in_flight -= 1
+                continue
+            if group and raw.channel is not group[0].channel:
+                break  # a new channel's: the next group
+            group.append(waiting.popleft())
+        if not group:
+            return
+        self._running += len(group)
+        self._later(self._ack_then_run(group))
+        if waiting and len(group) < free:
+            self._starting = True
+            asyncio.get_running_loop().call_soon(self._start_waiting)
+
+    async def _ack_then_run(self, group: list[DeliveredMessage]) -> None:
+        """Ack the group (the frame is handed to the connection), then run each delivery:
+        the first in this task, the others in a task each."""
+        channel = group[0].channel
+        last = cast(Basic.Deliver, group[-1].delivery).delivery_tag or 0
+        try:
+            await channel.basic_ack(last, multiple=True, wait=False)
+        except CONNECTION_LOST as exc:
+            # Not acked: the broker requeues them with the channel, so none runs here.
+            self._late_ack(exc, last)
+            self._ended(len(group))
+            return
+        except BaseException:
+            self._ended(len(group))  # cancelled (shutdown) before the ack went out
+            raise
+        loop = asyncio.get_running_loop()
+        for raw in group[1:]:
+            task = loop.create_task(self._run_at_most_once(raw))
+            self._tasks[task] = time.monotonic()
+            task.add_done_callback(self._run_ended)
+        try:
+            await self._run_at_most_once(group[0])
+        finally:
+            self._ended(1)
+
+    async def _run_at_most_once(self, raw: DeliveredMessage) -> None:
+        tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
+        channel = raw.channel
+        try:
+            await self.pipeline.run(Delivery(raw, self._message(raw, tag), channel, tag))
+        except Exception as exc:
+            await self._unsettled(raw, channel, tag, exc)
+
+    def _run_ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        self._ended(1)
+
+    def _ended(self, runs: int) -> None:
+        if not runs:
+            return
+        self._running -= runs
+        self.in_flight -= runs
+        if self._waiting and not self._starting:
+            self._starting = True
+            asyncio.get_running_loop().call_soon(self._start_waiting)
+
+    async def _give_back(self, channel: Any, tag: int) -> None:
+        """Requeue an at-most-once delivery that never ran (it was not acked)."""
+        if channel.is_closed:
+            return
+        try:
+            await channel.basic_nack(tag, requeue=True, wait=False)
+        except CONNECTION_LOST:
+            self._log.warning("late nack dropped: channel closed", delivery_tag=tag)
+
+    def _give_back_waiting(self) -> None:
+        """Stopping: the waiting deliveries go back to the queue, not run."""
+        waiting, self._waiting = self._waiting, collections.deque()
+        self.in_flight -= len(waiting)
+        for raw in waiting:
+            tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
+            self._later(self._give_back(raw.channel, tag))
+
+    def _forget_waiting(self) -> None:
+        self.in_flight -= len(self._waiting)
+        self._waiting.clear()
 
     # -- batch handlers (DESIGN.md §8) ----------------------------------------------
 
@@ -508,33 +656,6 @@ class QueueConsumer:
                 with contextlib.suppress(*GONE_OR_SILENT):
                     await channel.close()
 
-    async def _at_most_once(
-        self, raw: DeliveredMessage, channel: Any, tag: int, slots: asyncio.Semaphore
-    ) -> None:
-        """An at-most-once delivery: wait (unacked, so a crash loses nothing) for one of
-        ``prefetch`` slots, then the pipeline acks it and runs the handler. Its acks never
-        go through the `Acker`: they are written on arrival, one frame per loop turn."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks[task] = time.monotonic()
-        try:
-            async with slots:
-                if channel.is_closed:
-                    return  # the broker requeued it with the channel
-                if self._stopping:
-                    await self._nack(channel, tag, requeue=True)
-                    return
-                self.in_flight += 1
-                try:
-                    await self.pipeline.run(Delivery(raw, self._message(raw, tag), channel, tag))
-                except Exception as exc:
-                    await self._unsettled(raw, channel, tag, exc)
-                finally:
-                    self.in_flight -= 1
-        finally:
-            if task is not None:
-                self._tasks.pop(task, None)
-
     async def _unsettled(
         self, raw: DeliveredMessage, channel: Any, tag: int, exc: Exception
     ) -> None:
@@ -591,41 +712,6 @@ class QueueConsumer:
             await channel.basic_ack(tag, wait=False)
         except CONNECTION_LOST as exc:
             self._late_ack(exc, tag)
-
-    async def _ack_first(self, channel: Any, tag: int) -> None:
-        # At-most-once: the ack is handed to the connection before the handler runs. The
-        # deliveries that arrive while one is waiting share one basic.ack(multiple=True)
-        # written by the first of them (the leader); the others wait for it. The leader
-        # waits one loop turn, and more while each turn brings more deliveries (a
-        # backlog streaming in), up to a quarter of the prefetch: every ack frame is a
-        # socket write. Every tag up to the last is acked on arrival (slots are granted
-        # in arrival order), so multiple=True never covers a delivery still waiting.
-        group = self._arrivals
-        if group is not None and group[0] is channel:
-            group[1] = tag
-            group[3] += 1
-            await asyncio.shield(group[2])
-            return
-        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        group = [channel, tag, sent, 1]
-        self._arrivals = group
-        hold = max(1, self.prefetch // 4)
-        try:
-            # The rest of this turn's deliveries join; then more, while they keep coming.
-            while True:
-                seen = group[3]
-                await asyncio.sleep(0)
-                if group[3] == seen or group[3] >= hold:
-                    break
-        finally:
-            if self._arrivals is group:
-                self._arrivals = None
-            try:
-                await channel.basic_ack(group[1], multiple=True, wait=False)
-            except CONNECTION_LOST as exc:
-                self._late_ack(exc, group[1])
-            finally:
-                sent.set_result(None)
 
     def _late_ack(self, exc: BaseException, tag: int | None = None) -> None:
         # The broker requeued the message when the channel died: it will be delivered

@@ -179,10 +179,10 @@ class Pipeline:
             await self._body(delivery)
 
     async def _run_at_most_once(self, d: Delivery) -> None:
-        """At-most-once: the ack goes out first, then the chain runs; a failure is
-        logged and counted as ``dropped`` (never retried, never dead-lettered)."""
+        """At-most-once: acked already (the consumer acks on arrival, before the run);
+        a failure is logged and counted as ``dropped`` (never retried, never
+        dead-lettered)."""
         message = d.message
-        await self.settler.ack_on_arrival(d)
         try:
             if self.chain is None:
                 result = await self._handle(d)

@@ -70,7 +70,6 @@ class Settler:
         ack: Settle,
         nack: Nack,
         log: Any,
-        ack_first: Settle | None = None,
         declare_queue: Callable[[str], Awaitable[None]] | None = None,
         settle_offset: Callable[[Delivery], None] | None = None,
     ) -> None:
@@ -79,8 +78,6 @@ class Settler:
         self.ack_now = ack
         """The consumer's (coalescing) ack, for the pipeline's success path."""
         self._ack = ack
-        self._ack_first = ack_first or ack
-        """The consumer's uncoalesced ack, written at once (at-most-once)."""
         self._nack = nack
         self._log = log
         self._declare_queue = declare_queue
@@ -97,11 +94,7 @@ class Settler:
         await self._ack(d.channel, d.tag)
         return Outcome("ack", d.message.attempt, seconds=seconds)
 
-    # -- at-most-once (DESIGN.md §8): acked on arrival, a failure is dropped --------
-
-    async def ack_on_arrival(self, d: Delivery) -> None:
-        """Ack before the handler runs: the frame is on its way when this returns."""
-        await self._ack_first(d.channel, d.tag)
+    # -- at-most-once (DESIGN.md §8): acked on arrival (by the consumer) ------------
 
     async def answered(self, d: Delivery, result: Any) -> Outcome:
         """An at-most-once success: the reply, if asked for (the ack was sent before)."""
