@@ -26,6 +26,7 @@ IMPLS: dict[str, Impl] = {
         Impl("faststream", "FastStream", "faststream"),
         Impl("faststream+pydantic", "FastStream + pydantic", "faststream", validate=True),
         Impl("rabbitflow", "rabbitflow + pydantic", "rabbitflow", validate=True),
+        Impl("aiormq", "raw aiormq, no_ack, no-op (ceiling)", "aiormq_floor"),
         Impl(
             "rabbitflow+middleware",
             "rabbitflow + pydantic + 1 no-op middleware",
@@ -131,9 +132,10 @@ MEMORY = ("aiopika", "rabbitflow")
 """FastStream drains 1,000,000 messages in over five minutes here, which would push the full
 run past 15 minutes: add it with ``--memory-impls aiopika,faststream,rabbitflow``."""
 PROCESSES = ("aiopika", "faststream", "rabbitflow")
-AT_MOST_ONCE = ("aiopika", "rabbitflow")
+AT_MOST_ONCE = ("aiopika", "aiormq", "rabbitflow")
 """aio-pika consuming with ``no_ack=True`` (the broker forgets each message as it sends it)
-against rabbitflow's ``delivery="at_most_once"`` (one ack per loop turn, on arrival)."""
+against rabbitflow's ``delivery="at_most_once"`` (one ack per group of arrivals, before
+their runs; prefetch kept), with raw aiormq's no-op ``no_ack`` consumer as the ceiling."""
 BATCH = ("aiopika", "rabbitflow")
 """aio-pika consuming one by one (prefetch 100, ack each) against a rabbitflow batch
 handler, ``Batch(max_size=100, max_wait="50ms")`` with pydantic items (prefetch 200)."""
