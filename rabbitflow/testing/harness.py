@@ -334,7 +334,10 @@ async def run_app(
             assert harness.received("payments.charge") == [{"order_id": "1"}]
     """
     # A test process is not a worker: its garbage collector stays as the runner has it.
-    app.configure(gc_tuning=False, **({} if url is None else {"url": url}))
+    changes: dict[str, Any] = {"gc_tuning": False}
+    if url is not None:
+        changes["url"] = url
+    app.configure(None, **changes)
     url = app.settings.url
     broker = None
     if urlsplit(url).scheme == "memory":

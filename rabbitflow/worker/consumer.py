@@ -27,6 +27,7 @@ from rabbitflow.amqp.publish import Publisher
 from rabbitflow.amqp.transport import CONNECTION_LOST, GONE_OR_SILENT, deliver_directly
 from rabbitflow.topology.fingerprint import consumer_tag
 from rabbitflow.worker.acks import Acker
+from rabbitflow.worker.at_most_once import AtMostOnceRuns
 from rabbitflow.worker.breaker import BreakerState, CircuitBreaker
 from rabbitflow.worker.handler import HandlerSpec, start_argument
 from rabbitflow.worker.hooks import DeliveryTracer, OutcomeObserver
@@ -97,7 +98,8 @@ class QueueConsumer:
         self.observer = observer
         self.tracer = tracer
         self.active = False
-        self.in_flight = 0
+        self._in_flight = 0
+        """Deliveries in the worker (at-most-once ones are counted by their runs)."""
         self._channel: AbstractChannel | None = None
         self._raw: aiormq.abc.AbstractChannel | None = None
         self._tag: str | None = None
@@ -110,21 +112,7 @@ class QueueConsumer:
         (`/healthz` then fails); None: never."""
         self.settled_counts: collections.Counter[str] = collections.Counter()
         """Deliveries settled since start, by outcome (logged when the worker stops)."""
-        self._at_most_once = spec.options.delivery == "at_most_once"
-        self._waiting: collections.deque[DeliveredMessage] = collections.deque()
-        """At-most-once: deliveries not acked yet, waiting for one of ``prefetch`` runs
-        (an ack on arrival frees the broker's window at once, so the runs are bounded
-        here; a crash loses none of these)."""
-        self._running = 0
-        """At-most-once: deliveries acked and running."""
-        self._starting = False
-        """At-most-once: `_start_waiting` is scheduled for this loop turn."""
-        self._arrived = 0
-        """At-most-once: deliveries that arrived since `_start_waiting` last looked."""
-        self._hold = max(1, prefetch // 4)
-        """At-most-once: while arrivals keep coming, up to this many wait (a loop turn
-        each) to share one ack frame: every frame is a socket write."""
-        self._grouped = self._at_most_once or spec.options.batch is not None
+        self._grouped = spec.options.delivery == "at_most_once" or spec.options.batch is not None
         """At-most-once and batch deliveries go to `_arrive` as they are read, and start
         tasks per group of deliveries; the others run in a task each (aiormq's)."""
         self._batch: list[Delivery] = []
@@ -140,6 +128,19 @@ class QueueConsumer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = log.bind(queue=route.queue, handler=spec.name)
+        self._at_most_once: AtMostOnceRuns | None = (
+            AtMostOnceRuns(
+                prefetch,
+                run=self._run_at_most_once,
+                spawn=self._later,
+                tasks=self._tasks,
+                late_ack=self._late_ack,
+                log=self._log,
+            )
+            if spec.options.delivery == "at_most_once"
+            else None
+        )
+        """At-most-once: the deliveries waiting for a run (unacked) and running."""
         self.breaker: CircuitBreaker | None = spec.options.circuit_breaker
         self.pipeline = self._pipeline(middlewares, observers, on_settled)
         self.paused = False
@@ -195,6 +196,12 @@ class QueueConsumer:
         )
 
     @property
+    def in_flight(self) -> int:
+        """Deliveries in the worker now: running, in a batch, or waiting for a run."""
+        amo = self._at_most_once
+        return self._in_flight if amo is None else self._in_flight + amo.in_worker
+
+    @property
     def state(self) -> str:
         """``consuming``, ``paused`` (an open circuit breaker: deliberate) or ``down``."""
         raw = self._raw
@@ -229,7 +236,8 @@ class QueueConsumer:
         )
         if self.route.stream is not None:
             await self._attach(raw)
-        self._forget_waiting()  # a lost channel's: the broker requeued them with it
+        if self._at_most_once is not None:
+            self._at_most_once.forget()  # a lost channel's: the broker requeued them with it
         if self._grouped and not deliver_directly(raw, self._arrive):
             self._log.debug("channel cannot deliver directly: a task per delivery")
         self.active = True
@@ -336,7 +344,8 @@ class QueueConsumer:
             with contextlib.suppress(*GONE_OR_SILENT):
                 await asyncio.wait_for(raw.basic_cancel(self._tag), timeout=5)
         self._flush_batch()  # a partial batch is handed over, not held
-        self._give_back_waiting()
+        if self._at_most_once is not None:
+            self._at_most_once.give_back()
         await self._wait_for_tasks(timeout)
         if self._cursor is not None:
             await self._cursor.close()  # the last settled position stored and acked
@@ -383,13 +392,13 @@ class QueueConsumer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks[task] = time.monotonic()
-        self.in_flight += 1
+        self._in_flight += 1
         try:
             await self.pipeline.run(Delivery(raw, self._message(raw, tag), channel, tag))
         except Exception as exc:
             await self._unsettled(raw, channel, tag, exc)
         finally:
-            self.in_flight -= 1
+            self._in_flight -= 1
             if task is not None:
                 self._tasks.pop(task, None)
 
@@ -400,16 +409,8 @@ class QueueConsumer:
         on a channel that cannot, from `_arrival`'s task)."""
         tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
         channel = raw.channel
-        if self._at_most_once:
-            if self._stopping:
-                self._later(self._give_back(channel, tag))
-                return
-            self._waiting.append(raw)
-            self._arrived += 1
-            self.in_flight += 1
-            if not self._starting:
-                self._starting = True
-                asyncio.get_running_loop().call_soon(self._start_waiting)
+        if self._at_most_once is not None:
+            self._at_most_once.arrive(raw)
             return
         acker = self._acker
         if acker is not None and acker.channel is channel:
@@ -430,69 +431,8 @@ class QueueConsumer:
     def _forget_task(self, task: asyncio.Task[Any]) -> None:
         self._tasks.pop(task, None)
 
-    # -- at-most-once (DESIGN.md §8) -------------------------------------------------
-
-    def _start_waiting(self) -> None:
-        """Once deliveries stop arriving for a loop turn (or `_hold` wait): as many as
-        there are free runs are acked with one ``basic.ack(multiple=True)`` and then run;
-        the rest wait, unacked. Runs start in delivery order, so the ack never covers a
-        delivery still waiting."""
-        self._starting = False
-        if self._stopping:
-            self._give_back_waiting()
-            return
-        waiting = self._waiting
-        free = self.prefetch - self._running
-        arrived, self._arrived = self._arrived, 0
-        if arrived and len(waiting) < min(self._hold, free):
-            # More are streaming in: one more loop turn, so they share the ack frame.
-            self._starting = True
-            asyncio.get_running_loop().call_soon(self._start_waiting)
-            return
-        group: list[DeliveredMessage] = []
-        while waiting and len(group) < free:
-            raw = waiting[0]
-            if raw.channel.is_closed:  # the broker requeued it with its channel
-                waiting.popleft()
-                self.in_flight -= 1
-                continue
-            if group and raw.channel is not group[0].channel:
-                break  # a new channel's: the next group
-            group.append(waiting.popleft())
-        if not group:
-            return
-        self._running += len(group)
-        self._later(self._ack_then_run(group))
-        if waiting and len(group) < free:
-            self._starting = True
-            asyncio.get_running_loop().call_soon(self._start_waiting)
-
-    async def _ack_then_run(self, group: list[DeliveredMessage]) -> None:
-        """Ack the group (the frame is handed to the connection), then run each delivery:
-        the first in this task, the others in a task each."""
-        channel = group[0].channel
-        last = cast(Basic.Deliver, group[-1].delivery).delivery_tag or 0
-        try:
-            await channel.basic_ack(last, multiple=True, wait=False)
-        except CONNECTION_LOST as exc:
-            # Not acked: the broker requeues them with the channel, so none runs here.
-            self._late_ack(exc, last)
-            self._ended(len(group))
-            return
-        except BaseException:
-            self._ended(len(group))  # cancelled (shutdown) before the ack went out
-            raise
-        loop = asyncio.get_running_loop()
-        for raw in group[1:]:
-            task = loop.create_task(self._run_at_most_once(raw))
-            self._tasks[task] = time.monotonic()
-            task.add_done_callback(self._run_ended)
-        try:
-            await self._run_at_most_once(group[0])
-        finally:
-            self._ended(1)
-
     async def _run_at_most_once(self, raw: DeliveredMessage) -> None:
+        """One at-most-once delivery, acked already (`AtMostOnceRuns`)."""
         tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
         channel = raw.channel
         try:
@@ -500,47 +440,13 @@ class QueueConsumer:
         except Exception as exc:
             await self._unsettled(raw, channel, tag, exc)
 
-    def _run_ended(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task, None)
-        self._ended(1)
-
-    def _ended(self, runs: int) -> None:
-        if not runs:
-            return
-        self._running -= runs
-        self.in_flight -= runs
-        if self._waiting and not self._starting:
-            self._starting = True
-            asyncio.get_running_loop().call_soon(self._start_waiting)
-
-    async def _give_back(self, channel: Any, tag: int) -> None:
-        """Requeue an at-most-once delivery that never ran (it was not acked)."""
-        if channel.is_closed:
-            return
-        try:
-            await channel.basic_nack(tag, requeue=True, wait=False)
-        except CONNECTION_LOST:
-            self._log.warning("late nack dropped: channel closed", delivery_tag=tag)
-
-    def _give_back_waiting(self) -> None:
-        """Stopping: the waiting deliveries go back to the queue, not run."""
-        waiting, self._waiting = self._waiting, collections.deque()
-        self.in_flight -= len(waiting)
-        for raw in waiting:
-            tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
-            self._later(self._give_back(raw.channel, tag))
-
-    def _forget_waiting(self) -> None:
-        self.in_flight -= len(self._waiting)
-        self._waiting.clear()
-
     # -- batch handlers (DESIGN.md §8) ----------------------------------------------
 
     def _add_to_batch(self, d: Delivery) -> None:
         batch = self.spec.options.batch
         assert batch is not None
         self._batch.append(d)
-        self.in_flight += 1
+        self._in_flight += 1
         if len(self._batch) >= batch.max_size:
             self._flush_batch()
         elif len(self._batch) == 1:
@@ -572,7 +478,7 @@ class QueueConsumer:
             for d in batch:
                 await self._unsettled(d.raw, d.channel, d.tag, exc)
         finally:
-            self.in_flight -= held
+            self._in_flight -= held
             task = asyncio.current_task()
             if task is not None:
                 self._tasks.pop(task, None)
@@ -617,7 +523,7 @@ class QueueConsumer:
             task = asyncio.current_task()
             if task is not None:
                 self._tasks[task] = time.monotonic()
-            self.in_flight += 1
+            self._in_flight += 1
             try:
                 await self.pipeline.run(
                     Delivery(raw, self._message(raw, tag, offset), channel, tag)
@@ -632,7 +538,7 @@ class QueueConsumer:
                     exc_info=exc,
                 )
             finally:
-                self.in_flight -= 1
+                self._in_flight -= 1
                 if task is not None:
                     self._tasks.pop(task, None)
 
