@@ -152,7 +152,8 @@ class AtMostOnceRuns:
             self._log.warning("late nack dropped: channel closed", delivery_tag=tag)
 
     def give_back(self) -> None:
-        """Stopping: the waiting deliveries go back to the queue, not run."""
+        """Stopping: no run starts any more; the waiting deliveries, and any that arrive
+        from now on, go back to the queue."""
         self.stopping = True
         waiting, self.waiting = self.waiting, collections.deque()
         for raw in waiting:

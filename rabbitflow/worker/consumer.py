@@ -337,6 +337,8 @@ class QueueConsumer:
         """
         self._stopping = True
         self.active = False
+        if self._at_most_once is not None:
+            self._at_most_once.give_back()  # none starts now; later arrivals go back too
         if self._resume is not None:
             self._resume.cancel()
         raw = self._raw
@@ -344,8 +346,6 @@ class QueueConsumer:
             with contextlib.suppress(*GONE_OR_SILENT):
                 await asyncio.wait_for(raw.basic_cancel(self._tag), timeout=5)
         self._flush_batch()  # a partial batch is handed over, not held
-        if self._at_most_once is not None:
-            self._at_most_once.give_back()
         await self._wait_for_tasks(timeout)
         if self._cursor is not None:
             await self._cursor.close()  # the last settled position stored and acked
