@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import aiormq
 import structlog
 from aio_pika.abc import AbstractConnection
 from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 
 log = structlog.get_logger("rabbitflow.amqp")
 
@@ -65,6 +66,11 @@ class ConnectionState(Protocol):
         """The broker blocked the connection (``connection.blocked``): writes are held."""
 
 
+def delivery_tag(raw: DeliveredMessage) -> int:
+    """The delivery tag of a delivery (0 for one without, which no broker sends)."""
+    return cast(Basic.Deliver, raw.delivery).delivery_tag or 0
+
+
 Arrival = Callable[[DeliveredMessage], None]
 """Takes one delivery as the channel reads it; must not block, and should not raise."""
 
@@ -86,7 +92,7 @@ def deliver_directly(channel: Any, arrival: Arrival) -> bool:
         return False
     read_header = getattr(channel, "_Channel__get_content_header", None)
     read_content = getattr(channel, "_read_content", None)
-    if read_header is None or read_content is None or "_on_deliver_frame" not in dir(channel):
+    if read_header is None or read_content is None or not hasattr(channel, "_on_deliver_frame"):
         return False
     consumers = channel.consumers
 
@@ -143,6 +149,7 @@ __all__ = [
     "ConnectionState",
     "Opener",
     "deliver_directly",
+    "delivery_tag",
     "opener_for",
     "register_scheme",
     "registered_schemes",

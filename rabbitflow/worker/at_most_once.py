@@ -15,18 +15,13 @@ import asyncio
 import collections
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from typing import Any
 
 from aiormq.abc import DeliveredMessage
-from pamqp.commands import Basic
 
-from rabbitflow.amqp.transport import CONNECTION_LOST
+from rabbitflow.amqp.transport import CONNECTION_LOST, delivery_tag
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
-
-
-def tag_of(raw: DeliveredMessage) -> int:
-    return cast(Basic.Deliver, raw.delivery).delivery_tag or 0
 
 
 class AtMostOnceRuns:
@@ -68,7 +63,7 @@ class AtMostOnceRuns:
 
     def arrive(self, raw: DeliveredMessage) -> None:
         if self.stopping:
-            self._spawn(self._give_back(raw.channel, tag_of(raw)))
+            self._spawn(self._give_back(raw.channel, delivery_tag(raw)))
             return
         self.waiting.append(raw)
         self._arrived += 1
@@ -112,7 +107,7 @@ class AtMostOnceRuns:
         """Ack the group (the frame is handed to the connection), then run each delivery:
         the first in this task, the others in a task each."""
         channel = group[0].channel
-        last = tag_of(group[-1])
+        last = delivery_tag(group[-1])
         try:
             await channel.basic_ack(last, multiple=True, wait=False)
         except CONNECTION_LOST as exc:
@@ -157,7 +152,7 @@ class AtMostOnceRuns:
         self.stopping = True
         waiting, self.waiting = self.waiting, collections.deque()
         for raw in waiting:
-            self._spawn(self._give_back(raw.channel, tag_of(raw)))
+            self._spawn(self._give_back(raw.channel, delivery_tag(raw)))
 
     def forget(self) -> None:
         """A new channel: the waiting deliveries were requeued with the old one."""

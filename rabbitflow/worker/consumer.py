@@ -24,7 +24,12 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from rabbitflow.amqp.publish import Publisher
-from rabbitflow.amqp.transport import CONNECTION_LOST, GONE_OR_SILENT, deliver_directly
+from rabbitflow.amqp.transport import (
+    CONNECTION_LOST,
+    GONE_OR_SILENT,
+    deliver_directly,
+    delivery_tag,
+)
 from rabbitflow.topology.fingerprint import consumer_tag
 from rabbitflow.worker.acks import Acker
 from rabbitflow.worker.at_most_once import AtMostOnceRuns
@@ -378,7 +383,7 @@ class QueueConsumer:
     async def _on_delivery(self, raw: DeliveredMessage) -> None:
         # aiormq runs each delivery in a task of its own; the channel's prefetch bounds
         # how many exist at once.
-        tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
+        tag = delivery_tag(raw)
         channel = raw.channel
         if self._turn is not None:
             await self._stream_event(raw, channel, tag, self._turn)
@@ -407,7 +412,7 @@ class QueueConsumer:
     def _arrive(self, raw: DeliveredMessage) -> None:
         """An at-most-once or batch delivery, as the channel reads it (`deliver_directly`;
         on a channel that cannot, from `_arrival`'s task)."""
-        tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
+        tag = delivery_tag(raw)
         channel = raw.channel
         if self._at_most_once is not None:
             self._at_most_once.arrive(raw)
@@ -418,7 +423,10 @@ class QueueConsumer:
         if self._stopping:
             self._later(self._nack(channel, tag, requeue=True))
             return
-        self._add_to_batch(Delivery(raw, self._message(raw, tag), channel, tag))
+        try:
+            self._add_to_batch(Delivery(raw, self._message(raw, tag), channel, tag))
+        except Exception as exc:  # as in _on_delivery: never left unsettled
+            self._later(self._unsettled(raw, channel, tag, exc))
 
     async def _arrival(self, raw: DeliveredMessage) -> None:
         self._arrive(raw)
@@ -433,7 +441,7 @@ class QueueConsumer:
 
     async def _run_at_most_once(self, raw: DeliveredMessage) -> None:
         """One at-most-once delivery, acked already (`AtMostOnceRuns`)."""
-        tag = cast(Basic.Deliver, raw.delivery).delivery_tag or 0
+        tag = delivery_tag(raw)
         channel = raw.channel
         try:
             await self.pipeline.run(Delivery(raw, self._message(raw, tag), channel, tag))

@@ -226,8 +226,6 @@ class Worker:
         """
         await self._apply_policies()
         await self._open(before_consuming)
-        if self.settings.gc_tuning:
-            tune_for_worker()
         self.watchdog.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitflow-supervisor")
 
@@ -245,6 +243,10 @@ class Worker:
             await self._declare(connection)
             if before_consuming is not None:
                 await before_consuming()
+            if self.settings.gc_tuning:
+                # After the lifespan (what it made is frozen too), before the first
+                # delivery: the one full collection it costs is no pause in consuming.
+                tune_for_worker()
             for consumer in self.consumers:
                 await consumer.start(connection)
         except BaseException:
