@@ -26,7 +26,7 @@ IMPLS: dict[str, Impl] = {
         Impl("faststream", "FastStream", "faststream"),
         Impl("faststream+pydantic", "FastStream + pydantic", "faststream", validate=True),
         Impl("rabbitflow", "rabbitflow + pydantic", "rabbitflow", validate=True),
-        Impl("aiormq", "raw aiormq, no_ack, no-op (ceiling)", "aiormq_floor"),
+        Impl("aiormq", "raw aiormq, no_ack, no-op", "aiormq_floor"),
         Impl(
             "rabbitflow+middleware",
             "rabbitflow + pydantic + 1 no-op middleware",
@@ -135,7 +135,8 @@ PROCESSES = ("aiopika", "faststream", "rabbitflow")
 AT_MOST_ONCE = ("aiopika", "aiormq", "rabbitflow")
 """aio-pika consuming with ``no_ack=True`` (the broker forgets each message as it sends it)
 against rabbitflow's ``delivery="at_most_once"`` (one ack per group of arrivals, before
-their runs; prefetch kept), with raw aiormq's no-op ``no_ack`` consumer as the ceiling."""
+their runs; prefetch kept), with raw aiormq's no-op ``no_ack`` consumer beside them (what
+aiormq's own frame reader allows)."""
 BATCH = ("aiopika", "rabbitflow")
 """aio-pika consuming one by one (prefetch 100, ack each) against a rabbitflow batch
 handler, ``Batch(max_size=100, max_wait="50ms")`` with pydantic items (prefetch 200)."""

@@ -1,8 +1,8 @@
-"""Raw aiormq with ``no_ack=True`` and a callback that only counts: the ceiling of any
-consumer built on aiormq (aio-pika and rabbitflow both are). It decodes nothing, acks
-nothing and has no prefetch bound, so no implementation that validates its bodies and
-keeps the broker's window can pass it; the ``at_most_once`` case shows it beside the
-others so that their ratios can be read against what aiormq's frame reading allows."""
+"""Raw aiormq with ``no_ack=True`` and a callback that only counts: what aiormq's own
+frame reading allows (aio-pika reads with it). It decodes nothing, acks nothing and has
+no prefetch bound; the ``at_most_once`` case shows it beside the others. It was the
+ceiling of rabbitflow too until rabbitflow read frames itself (rabbitflow/amqp/frames.py):
+rabbitflow's consumers now pass it."""
 
 from __future__ import annotations
 

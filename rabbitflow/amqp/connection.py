@@ -13,6 +13,7 @@ import aiormq
 import structlog
 from aio_pika.abc import AbstractConnection, TimeoutType
 
+from rabbitflow.amqp.frames import Underlay
 from rabbitflow.amqp.transport import ConnectionState, opener_for, registered_schemes
 from rabbitflow.errors import BrokerUnavailable, ConfigError
 from rabbitflow.settings import mask_url, split_urls, vhost_of
@@ -23,7 +24,8 @@ log = structlog.get_logger("rabbitflow.amqp")
 
 
 class _Connection(aio_pika.Connection):
-    """The aiormq adapter: an aio-pika connection that answers `ConnectionState`.
+    """The aiormq adapter: an aio-pika connection that answers `ConnectionState`, over
+    aiormq's connection with rabbitflow's frame reader (`rabbitflow.amqp.frames`).
 
     It also closes itself when the handshake fails. Otherwise the half-made connection is
     closed by its ``__del__``, which the garbage collector may run in another thread,
@@ -38,8 +40,12 @@ class _Connection(aio_pika.Connection):
         return _aiormq_blocked(self)
 
     async def connect(self, timeout: TimeoutType = None) -> None:
+        # aio-pika's own connect, with rabbitflow's frame reader under it (amqp/frames.py).
         try:
-            await super().connect(timeout)
+            self.transport = await Underlay.connect(
+                self.url, self._on_connection_close, timeout=timeout, **self.kwargs
+            )
+            await self._on_connected()
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.close()

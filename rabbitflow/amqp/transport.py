@@ -29,6 +29,8 @@ from aio_pika.abc import AbstractConnection
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
+from rabbitflow.amqp.frames import DirectDeliveries
+
 log = structlog.get_logger("rabbitflow.amqp")
 
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
@@ -81,36 +83,14 @@ def deliver_directly(channel: Any, arrival: Arrival) -> bool:
     cannot: its consumers' callbacks then run as usual, in a task each.
 
     A transport's channel offers it as a method ``deliver_directly(arrival)``; for
-    aiormq's channel it is done here, on that one instance, when the channel has the
-    parts of aiormq's reader this uses (aiormq 7's ``_on_deliver_frame``,
-    ``_read_content`` and the content-header read): otherwise False, never a guess.
+    aiormq's channel it is done here, on that one instance, by
+    `rabbitflow.amqp.frames.DirectDeliveries` when the channel has the parts of aiormq 7
+    that uses: otherwise False, never a guess.
     """
     own = getattr(channel, "deliver_directly", None)
     if own is not None:
         return bool(own(arrival))
-    if not isinstance(channel, aiormq.Channel):
-        return False
-    read_header = getattr(channel, "_Channel__get_content_header", None)
-    read_content = getattr(channel, "_read_content", None)
-    if read_header is None or read_content is None or not hasattr(channel, "_on_deliver_frame"):
-        return False
-    consumers = channel.consumers
-
-    async def on_deliver_frame(frame: Any) -> None:
-        # aiormq's own, but for the last step: the delivery goes to `arrival` now
-        # instead of to the consumer's callback in a task of its own. A delivery for a
-        # consumer cancelled meanwhile is dropped, as aiormq drops it (the broker
-        # requeues it with the channel).
-        header = await read_header()
-        message = await read_content(frame, header)
-        if frame.consumer_tag in consumers:
-            try:
-                arrival(message)
-            except Exception:  # an error here would close the channel
-                log.exception("delivery arrival failed", delivery_tag=frame.delivery_tag)
-
-    channel._on_deliver_frame = on_deliver_frame  # type: ignore[method-assign]
-    return True
+    return isinstance(channel, aiormq.Channel) and DirectDeliveries.install(channel, arrival)
 
 
 def register_scheme(scheme: str, opener: Opener) -> None:

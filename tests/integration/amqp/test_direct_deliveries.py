@@ -1,6 +1,7 @@
 """`deliver_directly` on aiormq's real channel (the at-most-once and batch consumers'
-fast path): deliveries reach the arrival function in order, in the channel's reader,
-with no task per delivery; a channel that cannot says so instead of guessing."""
+fast path): deliveries reach the arrival function in order, in the connection's or the
+channel's reader, with no task per delivery; a channel that cannot says so instead of
+guessing."""
 
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ async def test_deliveries_reach_the_arrival_in_order_without_a_task_each(amqp_ur
         await raw.basic_consume(queue.name, per_task, no_ack=True)
         await wait_for(lambda: len(arrived) == 50, timeout=10)
         assert arrived == [str(i).encode() for i in range(50)]
-        assert len(tasks) == 1  # all of them in the channel's one reader task
+        # No task per delivery: the first ones queue behind basic.consume-ok and reach the
+        # arrival in the channel's reader task, the rest in the connection's.
+        assert len(tasks) <= 2
     finally:
         await connection.close()
 
