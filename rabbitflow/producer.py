@@ -44,6 +44,7 @@ class Producer:
             timeout=s.connect_timeout,
             heartbeat=s.heartbeat,
             tls_verify=s.tls_verify,
+            frame_reader=s.frame_reader,
         )
         tracer = load_tracing(s.tracing)
         self.publisher = Publisher(

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     tracing: bool = True
     """Propagate OpenTelemetry context (W3C ``traceparent``) when ``rabbitflow[otel]`` is
     installed; without it this setting changes nothing."""
+    frame_reader: Literal["rabbitflow", "aiormq"] = "rabbitflow"
+    """Who reads AMQP frames off the socket: rabbitflow's reader (rabbitflow/amqp/frames.py:
+    whole socket reads, deliveries assembled as read) or aiormq's own (a frame at a time,
+    slower; for comparison, or should rabbitflow's reader ever be in doubt)."""
     gc_tuning: bool = True
     """A worker freezes what exists once it has started and raises the collector's young
     threshold (rabbitflow/worker/gc_tuning.py); off leaves the garbage collector alone."""

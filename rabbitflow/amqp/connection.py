@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Sequence
+from typing import Literal
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
 import structlog
-from aio_pika.abc import AbstractConnection, TimeoutType
+from aio_pika.abc import AbstractConnection, TimeoutType, UnderlayConnection
 
 from rabbitflow.amqp.frames import Underlay
 from rabbitflow.amqp.transport import ConnectionState, opener_for, registered_schemes
@@ -39,10 +40,13 @@ class _Connection(aio_pika.Connection):
     def is_blocked(self) -> bool:
         return _aiormq_blocked(self)
 
+    underlay: type[UnderlayConnection] = Underlay
+    """How the aiormq connection under it is made: with rabbitflow's frame reader."""
+
     async def connect(self, timeout: TimeoutType = None) -> None:
-        # aio-pika's own connect, with rabbitflow's frame reader under it (amqp/frames.py).
+        # aio-pika's own connect, with `underlay` in place of aio-pika's.
         try:
-            self.transport = await Underlay.connect(
+            self.transport = await self.underlay.connect(
                 self.url, self._on_connection_close, timeout=timeout, **self.kwargs
             )
             await self._on_connected()
@@ -50,6 +54,19 @@ class _Connection(aio_pika.Connection):
             with contextlib.suppress(Exception):
                 await self.close()
             raise
+
+
+class _AiormqFramesConnection(_Connection):
+    """`_Connection` over aiormq's own frame reader (``RABBITFLOW_FRAME_READER=aiormq``)."""
+
+    underlay = UnderlayConnection
+
+
+FrameReaderName = Literal["rabbitflow", "aiormq"]
+_CONNECTION_CLASSES: dict[str, type[_Connection]] = {
+    "rabbitflow": _Connection,
+    "aiormq": _AiormqFramesConnection,
+}
 
 
 def with_heartbeat(url: str, heartbeat: int) -> str:
@@ -79,6 +96,7 @@ async def connect(
     heartbeat: int = 15,
     name: str = "rabbitflow",
     tls_verify: bool = True,
+    frame_reader: FrameReaderName = "rabbitflow",
 ) -> AbstractConnection:
     """Connect to the first broker that answers.
 
@@ -89,6 +107,7 @@ async def connect(
         name: the connection name shown in the management UI.
         tls_verify: verify the certificate of ``amqps://`` brokers (the default); when
             false, a warning is logged for each such URL.
+        frame_reader: ``rabbitflow`` (`rabbitflow.amqp.frames`) or ``aiormq``'s own.
 
     Raises:
         BrokerUnavailable: when none answers; the message masks passwords.
@@ -118,7 +137,7 @@ async def connect(
             return await asyncio.wait_for(
                 aio_pika.connect(
                     target,
-                    connection_class=_Connection,
+                    connection_class=_CONNECTION_CLASSES[frame_reader],
                     client_properties={"connection_name": name},
                 ),
                 timeout,
@@ -201,9 +220,11 @@ class Link:
         timeout: float = 5.0,
         heartbeat: int = 15,
         tls_verify: bool = True,
+        frame_reader: FrameReaderName = "rabbitflow",
     ) -> None:
         self.urls = urls
         self.tls_verify = tls_verify
+        self.frame_reader: FrameReaderName = frame_reader
         self.name = name
         self.timeout = timeout
         self.heartbeat = heartbeat
@@ -239,6 +260,7 @@ class Link:
                     heartbeat=self.heartbeat,
                     name=self.name,
                     tls_verify=self.tls_verify,
+                    frame_reader=self.frame_reader,
                 )
                 self._close_with_the_loop()
             assert self._connection is not None

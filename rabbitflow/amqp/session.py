@@ -31,7 +31,11 @@ async def on_broker(
             while ``work`` runs.
     """
     connection = await connect(
-        settings.urls, timeout=settings.connect_timeout, heartbeat=settings.heartbeat, name=name
+        settings.urls,
+        timeout=settings.connect_timeout,
+        heartbeat=settings.heartbeat,
+        name=name,
+        frame_reader=settings.frame_reader,
     )
     try:
         return await work(connection)

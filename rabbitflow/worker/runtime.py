@@ -237,6 +237,7 @@ class Worker:
             heartbeat=s.heartbeat,
             name="rabbitflow-worker",
             tls_verify=s.tls_verify,
+            frame_reader=s.frame_reader,
         )
         try:
             connection.close_callbacks.add(self._connection_closed)
