@@ -196,11 +196,14 @@ class DirectDeliveries:
     channel's deliveries and hands each to ``arrival`` (see the module).
 
     The channel's own reader task keeps reading the real queue (``get`` and
-    ``task_done`` are the queue's); only what the connection puts goes through here. A
-    delivery that arrives while the queue still holds frames (the ``basic.consume-ok``
-    before the first deliveries, say) goes through the queue behind them, and the
-    channel's reader hands it to ``arrival`` too, in place of a task for the consumer's
-    callback: every delivery reaches ``arrival``, in the order the broker sent them.
+    ``task_done`` are the queue's); only what the connection puts goes through here.
+    Every other frame goes on to the queue, and so does a delivery for a consumer the
+    channel does not know (aiormq's reader drops it, as before). A delivery taken here
+    may pass frames of other kinds still queued (``basic.consume-ok``, say, which only
+    wakes the caller of ``basic_consume``), never another delivery: while one that went
+    through the queue is still there, the ones after it follow it, and the channel's
+    reader hands those to ``arrival`` too, in place of a task for the consumer's
+    callback. Every delivery reaches ``arrival`` once, in the order the broker sent them.
     """
 
     @classmethod
@@ -208,29 +211,16 @@ class DirectDeliveries:
         """Put one in front of ``channel``'s queue; False when the channel lacks the
         parts of aiormq 7 this replaces (its ``frames`` queue, ``_on_deliver_frame``,
         ``_read_content`` and the content-header read)."""
-        read_header = getattr(channel, "_Channel__get_content_header", None)
-        read_content = getattr(channel, "_read_content", None)
         if (
-            read_header is None
-            or read_content is None
+            getattr(channel, "_Channel__get_content_header", None) is None
+            or getattr(channel, "_read_content", None) is None
             or not hasattr(channel, "_on_deliver_frame")
             or not isinstance(getattr(channel, "frames", None), asyncio.Queue)
         ):
             return False
-        consumers = channel.consumers
-
-        async def on_deliver_frame(frame: Any) -> None:
-            # aiormq's own, but for the last step: the delivery goes to `arrival` instead
-            # of to the consumer's callback in a task of its own. A delivery for a consumer
-            # cancelled meanwhile is dropped, as aiormq drops it (the broker requeues it
-            # with the channel).
-            header = await read_header()
-            message = await read_content(frame, header)
-            if frame.consumer_tag in consumers:
-                _arrive(arrival, message)
-
-        channel._on_deliver_frame = on_deliver_frame  # type: ignore[method-assign]
-        channel.frames = cls(channel, arrival)  # type: ignore[assignment]
+        sink = cls(channel, arrival)
+        channel._on_deliver_frame = sink._queued_delivery  # type: ignore[method-assign]
+        channel.frames = sink  # type: ignore[assignment]
         return True
 
     def __init__(self, channel: aiormq.Channel, arrival: Arrival) -> None:
@@ -238,6 +228,10 @@ class DirectDeliveries:
         self._channel = channel
         self._consumers = channel.consumers
         self._arrival = arrival
+        self._read_header = channel._Channel__get_content_header  # type: ignore[attr-defined]
+        self._read_content = channel._read_content
+        self._queued = 0
+        """Deliveries put on the queue and not yet read back by the channel's reader."""
         self._deliver: Basic.Deliver | None = None
         self._header: ContentHeader | None = None
         self._parts: list[bytes] = []
@@ -256,14 +250,13 @@ class DirectDeliveries:
         """True when ``frame`` is part of a delivery taken here."""
         deliver = self._deliver
         if deliver is None:
-            if (
-                type(frame) is Basic.Deliver
-                and frame.consumer_tag in self._consumers
-                and self.queue.empty()
-            ):
-                self._deliver = frame
-                return True
-            return False
+            if type(frame) is not Basic.Deliver:
+                return False
+            if self._queued or frame.consumer_tag not in self._consumers:
+                self._queued += 1
+                return False
+            self._deliver = frame
+            return True
         header = self._header
         if header is None:
             if type(frame) is not ContentHeader:
@@ -278,6 +271,19 @@ class DirectDeliveries:
         if self._left <= 0:
             self._deliver_now(deliver, header)
         return True
+
+    async def _queued_delivery(self, frame: Basic.Deliver) -> None:
+        # aiormq's `_on_deliver_frame` for a delivery that went through the queue, but for
+        # the last step: it goes to `arrival` instead of to the consumer's callback in a
+        # task of its own. One for a consumer cancelled meanwhile is dropped, as aiormq
+        # drops it (the broker requeues it with the channel).
+        try:
+            header = await self._read_header()
+            message = await self._read_content(frame, header)
+        finally:
+            self._queued -= 1
+        if frame.consumer_tag in self._consumers:
+            _arrive(self._arrival, message)
 
     def _deliver_now(self, deliver: Basic.Deliver, header: ContentHeader) -> None:
         parts = self._parts
