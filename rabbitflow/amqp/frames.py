@@ -49,30 +49,32 @@ _FRAME_HEAD = struct.Struct(">BHI")  # type, channel, payload size
 _METHOD_INDEX = struct.Struct(">I")  # class id << 16 | method id
 _DELIVERY_TAG = struct.Struct(">qB")  # delivery tag (signed, as pamqp has it), "redelivered"
 _FRAME_END = 0xCE
-_METHOD, _BODY = 1, 3
+_METHOD, _HEADER, _BODY = 1, 2, 3
 _DELIVER = Basic.Deliver.index
 
 Frame = tuple[int, int, Any]
 """What aiormq's connection reader takes: (bytes on the wire, channel number, frame)."""
 
 
-def decode_deliver(payload: bytes, at: int) -> Basic.Deliver:
+def decode_deliver(payload: bytes, at: int, errors: str = "strict") -> Basic.Deliver:
     """A ``basic.deliver`` from its arguments at ``at`` in ``payload``, as pamqp would
-    decode it (short strings as UTF-8, strict), without pamqp's generic field walk.
+    decode it (short strings as UTF-8, strict unless ``errors`` says otherwise), without
+    pamqp's generic field walk.
 
     Raises:
-        ValueError: for a string that is not UTF-8 (pamqp raises the same).
+        UnicodeDecodeError: for a string that is not UTF-8 (pamqp raises the same), when
+            ``errors`` is ``"strict"``.
         IndexError, struct.error: for arguments cut short.
     """
     size = payload[at]
     at += 1
-    consumer_tag = payload[at : at + size].decode()
+    consumer_tag = payload[at : at + size].decode("utf-8", errors)
     at += size
     delivery_tag, bits = _DELIVERY_TAG.unpack_from(payload, at)
     at += 9
     size = payload[at]
     at += 1
-    exchange = payload[at : at + size].decode()
+    exchange = payload[at : at + size].decode("utf-8", errors)
     at += size
     size = payload[at]
     at += 1
@@ -83,8 +85,90 @@ def decode_deliver(payload: bytes, at: int) -> Basic.Deliver:
     deliver.delivery_tag = delivery_tag
     deliver.redelivered = bool(bits & 1)
     deliver.exchange = exchange
-    deliver.routing_key = payload[at : at + size].decode()
+    deliver.routing_key = payload[at : at + size].decode("utf-8", errors)
     return deliver
+
+
+_PROPERTIES = [
+    (name, Basic.Properties.flags[name], getattr(Basic.Properties, "_" + name))
+    for name in Basic.Properties.__slots__
+]
+_HEADER_START = struct.Struct(">HHQH")  # class id, weight, body size, property flags
+_LONG = struct.Struct(">I")
+
+
+def decode_header_replacing(payload: bytes) -> ContentHeader:
+    """A content header whose text is not all UTF-8, decoded as pamqp would but with
+    U+FFFD for the bytes that are not (short-string properties, table keys); every
+    other value as pamqp decodes it.
+
+    Raises:
+        ValueError, IndexError, struct.error: for a header that is not even that.
+    """
+    _, weight, body_size, flags = _HEADER_START.unpack_from(payload, 0)
+    if flags & 1:  # a second flag word: RabbitMQ never sends one
+        raise ValueError("continued property flags")
+    at = _HEADER_START.size
+    properties = Basic.Properties()
+    for name, flag, kind in _PROPERTIES:
+        if not flags & flag:
+            continue
+        value: Any
+        if kind == "shortstr":
+            size = payload[at]
+            if at + 1 + size > len(payload):
+                raise IndexError(f"{name} cut short")
+            used, value = 1 + size, payload[at + 1 : at + 1 + size].decode("utf-8", "replace")
+        elif kind == "table":
+            used, value = _table_replacing(payload, at)
+        else:
+            used, value = pamqp.decode.by_type(payload[at:], kind)
+        setattr(properties, name, value)
+        at += used
+    return ContentHeader(weight, body_size, properties)
+
+
+def _table_replacing(data: bytes, at: int) -> tuple[int, dict[str, Any]]:
+    end = at + 4 + _LONG.unpack_from(data, at)[0]
+    if end > len(data):
+        raise ValueError("field table longer than its frame")
+    table: dict[str, Any] = {}
+    i = at + 4
+    while i < end:
+        size = data[i]
+        key = data[i + 1 : i + 1 + size].decode("utf-8", "replace")
+        used, table[key] = _value_replacing(data, i + 1 + size)
+        i += 1 + size + used
+    return end - at, table
+
+
+def _value_replacing(data: bytes, at: int) -> tuple[int, Any]:
+    kind = data[at : at + 1]
+    value: Any
+    if kind == b"F":
+        used, value = _table_replacing(data, at + 1)
+    elif kind == b"A":
+        end = at + 1 + 4 + _LONG.unpack_from(data, at + 1)[0]
+        if end > len(data):
+            raise ValueError("field array longer than its frame")
+        items: list[Any] = []
+        i = at + 5
+        while i < end:
+            used, item = _value_replacing(data, i)
+            items.append(item)
+            i += used
+        used, value = end - at - 1, items
+    else:
+        return pamqp.decode.embedded_value(data[at:])
+    return used + 1, value
+
+
+def _not_utf8(channel: int, frame: str) -> None:
+    log.warning(
+        "a frame's text is not UTF-8: decoded with U+FFFD in place of the bad bytes",
+        channel=channel,
+        frame=frame,
+    )
 
 
 def decode_frames(data: bytes, into: deque[Frame]) -> int:
@@ -109,14 +193,36 @@ def decode_frames(data: bytes, into: deque[Frame]) -> int:
             if kind == _BODY:
                 frame: Any = ContentBody(data[at + 7 : stop])
             elif kind == _METHOD and _METHOD_INDEX.unpack_from(data, at + 7)[0] == _DELIVER:
-                frame = decode_deliver(data[at + 11 : stop], 0)
+                frame = _deliver(data[at + 11 : stop], channel)
             else:
-                frame = pamqp.frame.unmarshal(data[at : stop + 1])[2]
+                frame = _pamqp(data, at, stop, kind, channel)
         except (PAMQPException, ValueError, IndexError, struct.error) as exc:
             raise InvalidFrameError(str(exc) or type(exc).__name__) from exc
         into.append((size + 8, channel, frame))
         at = stop + 1
     return at
+
+
+def _deliver(payload: bytes, channel: int) -> Basic.Deliver:
+    # A producer chooses the routing key (any bytes, to a topic exchange bound with "#"):
+    # refusing the frame would end the connection, and the broker would deliver the same
+    # message again to the next one, for ever. So text that is not UTF-8 is replaced.
+    try:
+        return decode_deliver(payload, 0)
+    except UnicodeDecodeError:
+        _not_utf8(channel, "basic.deliver")
+        return decode_deliver(payload, 0, errors="replace")
+
+
+def _pamqp(data: bytes, at: int, stop: int, kind: int, channel: int) -> Any:
+    try:
+        return pamqp.frame.unmarshal(data[at : stop + 1])[2]
+    except PAMQPException as exc:
+        # As for the routing key: a producer chooses the properties and header keys.
+        if kind != _HEADER or not isinstance(exc.__cause__, UnicodeDecodeError):
+            raise
+    _not_utf8(channel, "content header")
+    return decode_header_replacing(data[at + 7 : stop])
 
 
 class FrameReader:
@@ -307,4 +413,5 @@ __all__ = [
     "Underlay",
     "decode_deliver",
     "decode_frames",
+    "decode_header_replacing",
 ]

@@ -208,3 +208,50 @@ async def test_a_stuck_consumer_makes_healthz_unhealthy_with_the_reason(amqp_url
         [reason] = body["reasons"]
         assert reason.startswith("consumer stuck: work has held a delivery for ")
         assert "limit 3s" in reason
+
+
+def _publishes_any_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let this process's pamqp write short strings that are not UTF-8 (lone surrogates
+    become the bytes they escape): what a producer in any other language can send."""
+    import pamqp.encode
+
+    def short_or_long(encoder: Any, value: str) -> bytes:
+        raw = value.encode("utf-8", "surrogateescape")
+        return bytes(encoder.pack(len(raw)) + raw)
+
+    monkeypatch.setattr(pamqp.encode, "_string", short_or_long)
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "at_most_once"])
+async def test_a_routing_key_or_property_that_is_not_utf8_does_not_wedge_the_queue(
+    amqp_url: str, channel: Any, monkeypatch: pytest.MonkeyPatch, delivery: Any
+) -> None:
+    """Before rabbitflow read frames itself, pamqp refused such a frame, the connection
+    ended, and the broker gave the same message to the next connection, for ever: the
+    queue never moved again."""
+    _publishes_any_bytes(monkeypatch)
+    app = make_app(amqp_url)
+    seen: list[tuple[int, str, str | None]] = []
+
+    @app.handler("work", prefetch=8, delivery=delivery)
+    async def handle(order: Order, message: Message) -> None:
+        seen.append((order.id, message.routing_key, message.message_id))
+
+    bad = "\udcff\udcfe"
+    with capture_logs() as logs:
+        async with app:
+            await app.publish("orders", f"order.{bad}", {"id": 1})
+            await app.publish("orders", "order.placed", {"id": 2}, message_id=f"m-{bad}")
+            await app.publish("orders", "order.placed", {"id": 3})
+            await wait_for(lambda: len(seen) == 3, timeout=10)
+            assert await message_count(channel, "work") == 0
+    got = {n: (key, message_id) for n, key, message_id in seen}
+    assert [got[n][0] for n in (1, 2, 3)] == [
+        "order.\ufffd\ufffd",
+        "order.placed",
+        "order.placed",
+    ]
+    assert got[2][1] == "m-\ufffd\ufffd"
+    warned = [e for e in logs if "not UTF-8" in e["event"]]
+    assert {e["frame"] for e in warned} == {"basic.deliver", "content header"}
+    assert not [e for e in logs if e["log_level"] == "error"]

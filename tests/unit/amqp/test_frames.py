@@ -19,7 +19,13 @@ from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
 
-from rabbitflow.amqp.frames import DirectDeliveries, FrameReader, decode_deliver, decode_frames
+from rabbitflow.amqp.frames import (
+    DirectDeliveries,
+    FrameReader,
+    decode_deliver,
+    decode_frames,
+    decode_header_replacing,
+)
 
 
 def _deliver(tag: int, **kw: Any) -> Basic.Deliver:
@@ -107,13 +113,70 @@ def test_a_deliver_decodes_as_pamqp_decodes_it() -> None:
         assert dict(decode_deliver(payload, 0)) == dict(theirs)
 
 
-def test_a_routing_key_that_is_not_utf8_fails_as_in_pamqp() -> None:
-    good = _wire([_deliver(1, routing_key="ab")])
-    bad = good.replace(b"\x02ab", b"\x02\xff\xfe")
+def test_a_routing_key_that_is_not_utf8_is_decoded_with_replacement_not_refused() -> None:
+    # pamqp refuses it, and refusing a frame ends the connection: the broker would hand
+    # the same message to the next connection for ever (a wedged queue).
+    bad = _wire([_deliver(1, routing_key="ab")]).replace(b"\x02ab", b"\x02\xff\xfe")
     with pytest.raises(pamqp.exceptions.UnmarshalingException):
         pamqp.frame.unmarshal(bad)
-    with pytest.raises(InvalidFrameError):
-        decode_frames(bad, deque())
+    frames: deque[Any] = deque()
+    decode_frames(bad, frames)
+    assert frames[0][2].routing_key == "\ufffd\ufffd"
+    assert frames[0][2].delivery_tag == 1
+
+
+def _header(**props: Any) -> bytes:
+    return _wire([ContentHeader(0, 5, commands.Basic.Properties(**props))])
+
+
+def test_properties_and_header_keys_that_are_not_utf8_are_decoded_with_replacement() -> None:
+    nested = {"kept": 1, "KEY1": "v", "list": [{"KEY2": bytearray(b"\xff raw")}, 2.5, None]}
+    good = _header(
+        message_id="MSGID",
+        content_type="application/json",
+        headers=nested,
+        delivery_mode=2,
+        priority=3,
+        app_id="app",
+    )
+    bad = good.replace(b"MSGID", b"\xffSGID").replace(b"KEY1", b"K\xfeY1")
+    bad = bad.replace(b"KEY2", b"\xc3(Y2")
+    with pytest.raises(pamqp.exceptions.UnmarshalingException):
+        pamqp.frame.unmarshal(bad)
+    frames: deque[Any] = deque()
+    assert decode_frames(bad, frames) == len(bad)
+    header = frames[0][2]
+    theirs = pamqp.frame.unmarshal(good)[2]
+    assert header.body_size == 5
+    p, q = header.properties, theirs.properties
+    assert p.message_id == "\ufffdSGID"
+    assert p.headers == {
+        "kept": 1,
+        "K\ufffdY1": "v",
+        "list": [{"\ufffd(Y2": bytearray(b"\xff raw")}, 2.5, None],
+    }
+    for name in ("content_type", "delivery_mode", "priority", "app_id"):
+        assert getattr(p, name) == getattr(q, name)
+
+
+def test_the_replacing_decoder_gives_pamqps_header_for_valid_text() -> None:
+    data = _header(
+        content_type="text/plain",
+        content_encoding="gzip",
+        headers={"a": [1, {"b": "c"}], "t": True, "n": -(2**40)},
+        delivery_mode=1,
+        correlation_id="c",
+        reply_to="r",
+        expiration="100",
+        message_id="m",
+        message_type="t",
+        user_id="guest",
+        app_id="x",
+    )
+    ours = decode_header_replacing(data[7:-1])
+    theirs = pamqp.frame.unmarshal(data)[2]
+    assert ours.body_size == theirs.body_size
+    assert ours.properties == theirs.properties
 
 
 @pytest.mark.parametrize(
