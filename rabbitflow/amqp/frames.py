@@ -17,8 +17,12 @@ Two parts replace those steps and keep everything else of aiormq:
   reader hands it each frame of the channel. A ``basic.deliver`` for one of the channel's
   consumers and the content frames after it are assembled right there into aiormq's
   `DeliveredMessage` and given to a plain function: no queue, no channel task, no task
-  per delivery. Any other frame goes on to the channel's queue, in order (a delivery is
-  only taken directly while that queue is empty, so it never overtakes a frame before it).
+  per delivery. Any other frame goes on to the channel's queue, in order, and a delivery
+  never overtakes an earlier delivery still on that queue.
+
+Text a producer chose (routing key, short-string properties, header keys) that is not
+UTF-8 is decoded with U+FFFD in place of the bad bytes, not refused: refusing the frame
+ends the connection, and the broker would deliver the same message to the next one.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.exceptions import PAMQPException
 from pamqp.header import ContentHeader
+
+from rabbitflow.amqp.replacing import decode_header_replacing
 
 log = structlog.get_logger("rabbitflow.amqp")
 
@@ -87,80 +93,6 @@ def decode_deliver(payload: bytes, at: int, errors: str = "strict") -> Basic.Del
     deliver.exchange = exchange
     deliver.routing_key = payload[at : at + size].decode("utf-8", errors)
     return deliver
-
-
-_PROPERTIES = [
-    (name, Basic.Properties.flags[name], getattr(Basic.Properties, "_" + name))
-    for name in Basic.Properties.__slots__
-]
-_HEADER_START = struct.Struct(">HHQH")  # class id, weight, body size, property flags
-_LONG = struct.Struct(">I")
-
-
-def decode_header_replacing(payload: bytes) -> ContentHeader:
-    """A content header whose text is not all UTF-8, decoded as pamqp would but with
-    U+FFFD for the bytes that are not (short-string properties, table keys); every
-    other value as pamqp decodes it.
-
-    Raises:
-        ValueError, IndexError, struct.error: for a header that is not even that.
-    """
-    _, weight, body_size, flags = _HEADER_START.unpack_from(payload, 0)
-    if flags & 1:  # a second flag word: RabbitMQ never sends one
-        raise ValueError("continued property flags")
-    at = _HEADER_START.size
-    properties = Basic.Properties()
-    for name, flag, kind in _PROPERTIES:
-        if not flags & flag:
-            continue
-        value: Any
-        if kind == "shortstr":
-            size = payload[at]
-            if at + 1 + size > len(payload):
-                raise IndexError(f"{name} cut short")
-            used, value = 1 + size, payload[at + 1 : at + 1 + size].decode("utf-8", "replace")
-        elif kind == "table":
-            used, value = _table_replacing(payload, at)
-        else:
-            used, value = pamqp.decode.by_type(payload[at:], kind)
-        setattr(properties, name, value)
-        at += used
-    return ContentHeader(weight, body_size, properties)
-
-
-def _table_replacing(data: bytes, at: int) -> tuple[int, dict[str, Any]]:
-    end = at + 4 + _LONG.unpack_from(data, at)[0]
-    if end > len(data):
-        raise ValueError("field table longer than its frame")
-    table: dict[str, Any] = {}
-    i = at + 4
-    while i < end:
-        size = data[i]
-        key = data[i + 1 : i + 1 + size].decode("utf-8", "replace")
-        used, table[key] = _value_replacing(data, i + 1 + size)
-        i += 1 + size + used
-    return end - at, table
-
-
-def _value_replacing(data: bytes, at: int) -> tuple[int, Any]:
-    kind = data[at : at + 1]
-    value: Any
-    if kind == b"F":
-        used, value = _table_replacing(data, at + 1)
-    elif kind == b"A":
-        end = at + 1 + 4 + _LONG.unpack_from(data, at + 1)[0]
-        if end > len(data):
-            raise ValueError("field array longer than its frame")
-        items: list[Any] = []
-        i = at + 5
-        while i < end:
-            used, item = _value_replacing(data, i)
-            items.append(item)
-            i += used
-        used, value = end - at - 1, items
-    else:
-        return pamqp.decode.embedded_value(data[at:])
-    return used + 1, value
 
 
 def _not_utf8(channel: int, frame: str) -> None:
@@ -413,5 +345,4 @@ __all__ = [
     "Underlay",
     "decode_deliver",
     "decode_frames",
-    "decode_header_replacing",
 ]

@@ -24,8 +24,8 @@ from rabbitflow.amqp.frames import (
     FrameReader,
     decode_deliver,
     decode_frames,
-    decode_header_replacing,
 )
+from rabbitflow.amqp.replacing import decode_header_replacing
 
 
 def _deliver(tag: int, **kw: Any) -> Basic.Deliver:
