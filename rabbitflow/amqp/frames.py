@@ -196,24 +196,34 @@ class FrameReader:
         self._rest = data[used:] if used < len(data) else b""
 
 
+_AIORMQ_READER = getattr(aiormq.Connection, "_Connection__reader", None)
+"""aiormq's connection reader loop (aiormq 6 and 7): ``async for`` over the frames it is
+given, channel 0 handled, the rest put on each channel's ``frames`` queue."""
+
+
 class Connection(aiormq.Connection):
     """aiormq's connection, reading with `FrameReader` once the handshake is done (the
     handshake's few frames still go through aiormq's own reader)."""
 
     async def _Connection__reader(self, frame_receiver: Any) -> None:
-        # aiormq's reader loop (channel 0, heartbeats, routing to channels) over our frames.
-        reader = aiormq.Connection._Connection__reader  # type: ignore[attr-defined]
-        await reader(self, FrameReader(frame_receiver.reader))
+        # aiormq's reader loop (channel 0, heartbeats, routing to channels) over our frames;
+        # over aiormq's own if its receiver is not the StreamReader wrapper we know.
+        stream = getattr(frame_receiver, "reader", None)
+        frames = FrameReader(stream) if isinstance(stream, asyncio.StreamReader) else frame_receiver
+        assert _AIORMQ_READER is not None  # Underlay does not build one otherwise
+        await _AIORMQ_READER(self, frames)
 
 
 class Underlay(UnderlayConnection):
-    """aio-pika's underlay with `Connection` in place of aiormq's."""
+    """aio-pika's underlay with `Connection` in place of aiormq's (aiormq's own where the
+    aiormq installed has no reader loop of the shape `Connection` relies on)."""
 
     @classmethod
     async def make_connection(
         cls, url: Any, timeout: Any = None, **kwargs: Any
     ) -> aiormq.abc.AbstractConnection:
-        connection = Connection(url, **kwargs)
+        kind = Connection if _AIORMQ_READER is not None else aiormq.Connection
+        connection = kind(url, **kwargs)
         await asyncio.wait_for(connection.connect(), timeout=timeout)
         await connection.ready()
         return connection
