@@ -17,9 +17,17 @@ from aio_pika.abc import AbstractConnection, TimeoutType, UnderlayConnection
 from rabbitflow.amqp.frames import Underlay
 from rabbitflow.amqp.transport import ConnectionState, opener_for, registered_schemes
 from rabbitflow.errors import BrokerUnavailable, ConfigError
-from rabbitflow.settings import mask_url, split_urls, vhost_of
+from rabbitflow.settings import Settings, mask_url, split_urls, vhost_of
 
-__all__ = ["Link", "connect", "is_blocked", "is_open", "vhost_of", "with_heartbeat"]
+__all__ = [
+    "Link",
+    "connect",
+    "connect_with",
+    "is_blocked",
+    "is_open",
+    "vhost_of",
+    "with_heartbeat",
+]
 
 log = structlog.get_logger("rabbitflow.amqp")
 
@@ -149,6 +157,20 @@ async def connect(
         except (ConnectionError, OSError, aiormq.exceptions.AMQPError, ssl.SSLError) as exc:
             reasons.append(f"{mask_url(url)}: {_reason(exc)}")
     raise BrokerUnavailable("cannot connect to RabbitMQ: " + "; ".join(reasons))
+
+
+async def connect_with(settings: Settings, *, name: str = "rabbitflow") -> AbstractConnection:
+    """`connect` with everything ``settings`` says about connecting (URLs, timeouts,
+    heartbeat, TLS verification, frame reader): one place, so that no caller forgets one.
+    """
+    return await connect(
+        settings.urls,
+        timeout=settings.connect_timeout,
+        heartbeat=settings.heartbeat,
+        name=name,
+        tls_verify=settings.tls_verify,
+        frame_reader=settings.frame_reader,
+    )
 
 
 def _reason(exc: BaseException) -> str:

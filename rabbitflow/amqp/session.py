@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from aio_pika.abc import AbstractConnection
 
-from rabbitflow.amqp.connection import connect
+from rabbitflow.amqp.connection import connect_with
 from rabbitflow.amqp.transport import CONNECTION_LOST
 from rabbitflow.errors import BrokerError
 from rabbitflow.settings import Settings, mask_url
@@ -30,13 +30,7 @@ async def on_broker(
         BrokerError: when the broker closes the channel or connection, or stops answering,
             while ``work`` runs.
     """
-    connection = await connect(
-        settings.urls,
-        timeout=settings.connect_timeout,
-        heartbeat=settings.heartbeat,
-        name=name,
-        frame_reader=settings.frame_reader,
-    )
+    connection = await connect_with(settings, name=name)
     try:
         return await work(connection)
     except TimeoutError:

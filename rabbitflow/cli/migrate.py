@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from rabbitflow.amqp.connection import connect, vhost_of
+from rabbitflow.amqp.connection import connect_with, vhost_of
 from rabbitflow.amqp.declare import conflicts, declare
 from rabbitflow.amqp.management import management_client
 from rabbitflow.amqp.migrate import Migrator, QueueMigration, queues_to_migrate
@@ -76,12 +76,7 @@ async def _run(
     todo: list[QueueMigration],
     wait: bool,
 ) -> None:
-    connection = await connect(
-        settings.urls,
-        timeout=settings.connect_timeout,
-        heartbeat=settings.heartbeat,
-        name="rabbitflow-migrate",
-    )
+    connection = await connect_with(settings, name="rabbitflow-migrate")
     try:
         async with management_client(settings) as api:
             migrator = Migrator(connection, api, vhost, wait=wait, say=click.echo)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from rabbitflow.amqp.connection import connect, vhost_of
+from rabbitflow.amqp.connection import connect_with, vhost_of
 from rabbitflow.amqp.declare import DeclareResult, binding_label, conflicts, declare
 from rabbitflow.amqp.management import management_client
 from rabbitflow.amqp.policies import PolicyResult, apply_policies
@@ -120,9 +120,7 @@ def graph(
 async def _declare(
     settings: Settings, decls: Declarations
 ) -> tuple[list[DeclareResult], list[PolicyResult]]:
-    connection = await connect(
-        settings.urls, timeout=settings.connect_timeout, heartbeat=settings.heartbeat
-    )
+    connection = await connect_with(settings)
     try:
         results = await declare(connection, decls)
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from aio_pika.abc import AbstractConnection
 
-from rabbitflow.amqp.connection import connect, is_open, vhost_of
+from rabbitflow.amqp.connection import connect_with, is_open, vhost_of
 from rabbitflow.amqp.declare import conflicts, declare
 from rabbitflow.amqp.management import management_client
 from rabbitflow.amqp.migrate import MigrationError, migrations_in_progress
@@ -230,15 +230,7 @@ class Worker:
         self._supervisor = asyncio.create_task(self._supervise(), name="rabbitflow-supervisor")
 
     async def _open(self, before_consuming: Callable[[], Awaitable[None]] | None = None) -> None:
-        s = self.settings
-        connection = await connect(
-            s.urls,
-            timeout=s.connect_timeout,
-            heartbeat=s.heartbeat,
-            name="rabbitflow-worker",
-            tls_verify=s.tls_verify,
-            frame_reader=s.frame_reader,
-        )
+        connection = await connect_with(self.settings, name="rabbitflow-worker")
         try:
             connection.close_callbacks.add(self._connection_closed)
             await self._declare(connection)

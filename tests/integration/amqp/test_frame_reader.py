@@ -12,8 +12,9 @@ import aio_pika
 import pytest
 
 from rabbitflow.amqp import frames
-from rabbitflow.amqp.connection import connect
+from rabbitflow.amqp.connection import connect, connect_with
 from rabbitflow.amqp.transport import deliver_directly
+from rabbitflow.settings import Settings
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.broker
@@ -88,5 +89,19 @@ async def test_direct_deliveries_over_rabbitflows_reader_keep_order_and_bodies(
         assert [m.body for m in arrived] == bodies
         assert [m.header.properties.headers["i"] for m in arrived] == list(range(300))
         assert [m.delivery_tag for m in arrived] == list(range(1, 301))
+    finally:
+        await connection.close()
+
+
+@pytest.mark.parametrize("reader", ["rabbitflow", "aiormq"])
+async def test_the_setting_chooses_the_reader_of_every_settings_connection(
+    amqp_url: str, reader: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RABBITFLOW_FRAME_READER reaches connect_with: the worker's, CLI sessions', migrate's.
+    monkeypatch.setenv("RABBITFLOW_FRAME_READER", reader)
+    connection = await connect_with(Settings(url=amqp_url))
+    try:
+        underlay = connection.transport.connection  # type: ignore[union-attr]
+        assert isinstance(underlay, frames.Connection) is (reader == "rabbitflow")
     finally:
         await connection.close()
